@@ -1,0 +1,38 @@
+"""The notebooks are the source of truth: every committed module must be exactly what its
+notebook generates, and every generated module must still have a notebook."""
+
+import pytest
+
+from common.notebooks import GENERATED_HEADER, REPOSITORY_ROOT, day_notebooks, export_notebook
+
+NOTEBOOKS = day_notebooks()
+
+
+def test_every_day_has_a_notebook():
+    days = sorted(p for p in REPOSITORY_ROOT.glob("day*") if p.is_dir())
+    assert days, "no day folders found"
+    missing = [d.name for d in days if not list(d.glob("*.ipynb"))]
+    assert not missing, f"day folders without a notebook: {missing}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])
+def test_committed_modules_match_their_notebook(notebook, tmp_path):
+    generated = export_notebook(notebook, tmp_path)
+    assert generated, f"{notebook.name} exports no module (no `#| export` cell?)"
+    for module in generated:
+        committed = notebook.parent / module.name
+        assert committed.exists(), (f"{committed.relative_to(REPOSITORY_ROOT)} is missing: run "
+                                    "`python -m common.notebooks export`")
+        assert committed.read_text() == module.read_text(), (
+            f"{committed.relative_to(REPOSITORY_ROOT)} differs from what {notebook.name} "
+            "generates: edit the notebook, then run `python -m common.notebooks export`")
+
+
+def test_every_generated_module_has_a_notebook(tmp_path):
+    expected = {notebook.parent / module.name
+                for notebook in NOTEBOOKS
+                for module in export_notebook(notebook, tmp_path / notebook.parent.name)}
+    generated = {p for p in REPOSITORY_ROOT.glob("*/*.py")
+                 if p.read_text().startswith(GENERATED_HEADER)}
+    orphans = sorted(str(p.relative_to(REPOSITORY_ROOT)) for p in generated - expected)
+    assert not orphans, f"generated modules that no notebook generates: {orphans}"
