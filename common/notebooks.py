@@ -9,6 +9,8 @@ mode; a cell marked `#| export other` goes to `other.py` beside the default modu
 """
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -35,8 +37,6 @@ def export_notebook(notebook: Path, destination: Path | None = None) -> list[Pat
     Returns the written files. A notebook is exported from inside its folder, so that the
     generated header names the notebook by a path that is the same on every machine.
     """
-    import os
-
     from nbdev.export import nb_export
 
     notebook = Path(notebook).resolve()
@@ -53,9 +53,10 @@ def export_notebook(notebook: Path, destination: Path | None = None) -> list[Pat
     written = [p for p in destination.glob("*.py") if before.get(p) != p.stat().st_mtime_ns]
     for path in written:
         # nbdev names the notebook relative to the destination; name it the same wherever the
-        # module is written (the drift test writes to a temporary folder), and end the file
-        # with one newline, as the linter wants.
+        # module is written (the drift test writes to a temporary folder).
         body = path.read_text().split("\n", 1)[1].rstrip()
+        # Cells are joined by one blank line; PEP 8 wants two before a top-level definition.
+        body = re.sub(r"(?<=\S)\n\n(?=(?:class |def |async def |@)\S)", "\n\n\n", body)
         path.write_text(f"{GENERATED_HEADER} {notebook.name}\n"
                         f"# Regenerate with `python -m common.notebooks export`.\n{body}\n")
     return sorted(written)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command in ("export", "all"):
         for notebook in notebooks:
             for module in export_notebook(notebook):
-                print(f"exported {module.relative_to(REPOSITORY_ROOT)}", file=sys.stderr)
+                print(f"exported {os.path.relpath(module)}", file=sys.stderr)
     if args.command in ("execute", "all"):
         from tqdm import tqdm
 

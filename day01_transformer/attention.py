@@ -58,6 +58,7 @@ def scaled_dot_product_attention(
         weights = scores.softmax(dim=-1).masked_fill(~has_key, 0.0)
     return weights @ value, weights
 
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention (Vaswani et al., 2017, section 3.2.2).
 

@@ -36,6 +36,7 @@ class PositionalEncoding(nn.Module):
                              f"table's max_len={self.max_len}")
         return x + self.encoding[: x.size(-2)]
 
+
 class LayerNorm(nn.Module):
     """Layer normalization over the last dimension, with learned gain and bias."""
 
@@ -54,6 +55,7 @@ class LayerNorm(nn.Module):
         mean = x.mean(dim=-1, keepdim=True)
         variance = x.var(dim=-1, unbiased=False, keepdim=True)
         return (x - mean) / torch.sqrt(variance + self.eps) * self.weight + self.bias
+
 
 class PositionwiseFeedForward(nn.Module):
     """FFN(x) = activation(x W1 + b1) W2 + b2, applied to every position alike."""
