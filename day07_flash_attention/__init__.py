@@ -1,0 +1,34 @@
+"""Day 7: FlashAttention, from the online softmax to a Triton kernel, benchmarked.
+
+The modules beside this file are generated from `day07_flash_attention.ipynb`; edit the notebook.
+`flash_attention.py` imports without Triton; the kernels (`kernels.py`) are imported on the
+first call of `flash_attention`. `python -m day07_flash_attention.benchmark` is the benchmark.
+"""
+
+from .flash_attention import (
+    FlashAttention,
+    TiledAttention,
+    as_attention_function,
+    attention_mask,
+    causal_mask,
+    check_attention_inputs,
+    flash_attention,
+    key_block_ranges,
+    mask_to_kernel_arguments,
+    standard_attention,
+    tiled_attention,
+)
+
+__all__ = [
+    "FlashAttention",
+    "TiledAttention",
+    "as_attention_function",
+    "attention_mask",
+    "causal_mask",
+    "check_attention_inputs",
+    "flash_attention",
+    "key_block_ranges",
+    "mask_to_kernel_arguments",
+    "standard_attention",
+    "tiled_attention",
+]
