@@ -329,18 +329,26 @@ def _attention_backward_dq(Q, K, V, KEY_MASK, DO, LSE, DELTA, DQ, scale,
     tl.store(DQ + offsets, dq.to(DQ.dtype.element_ty),
              mask=(rows[:, None] < query_len) & (cols[None, :] < HEAD_DIM))
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) of each kernel, by the kind of device.
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) of each kernel by the kind of device; the "_wide"
+# entries are for head dimensions above 64.
 INTERPRETER_BLOCK = 16
 TILE_SIZES = {
-    "tensor_cores": {"forward": (128, 64, 4, 3), "forward_wide": (128, 64, 8, 3),
-                     "dkdv": (32, 128, 4, 3), "dkdv_wide": (32, 128, 8, 2),
-                     "dq": (128, 32, 4, 3), "dq_wide": (128, 32, 8, 2)},
-    "small": {"forward": (64, 32, 4, 1), "forward_wide": (64, 32, 4, 1),
-              "dkdv": (32, 64, 4, 1), "dkdv_wide": (32, 32, 4, 1),
-              "dq": (64, 32, 4, 1), "dq_wide": (32, 32, 4, 1)},
-    "float32": {"forward": (64, 32, 4, 2), "forward_wide": (32, 32, 4, 2),
-                "dkdv": (32, 64, 4, 2), "dkdv_wide": (32, 32, 4, 2),
-                "dq": (64, 32, 4, 2), "dq_wide": (32, 32, 4, 2)},
+    "tensor_cores_large_shared_memory": {  # A100, H100, H200: more than 160 KiB per block
+        "forward": (128, 64, 8, 3), "forward_wide": (128, 64, 8, 3),
+        "dkdv": (32, 128, 8, 3), "dkdv_wide": (32, 128, 8, 3),
+        "dq": (128, 64, 8, 3), "dq_wide": (128, 32, 8, 3)},
+    "tensor_cores": {  # other GPUs of compute capability >= 8.0, about 100 KiB per block
+        "forward": (128, 64, 8, 3), "forward_wide": (128, 32, 8, 2),
+        "dkdv": (32, 128, 8, 3), "dkdv_wide": (32, 64, 8, 2),
+        "dq": (128, 64, 8, 3), "dq_wide": (128, 32, 8, 2)},
+    "no_tensor_cores": {  # compute capability < 8.0, such as the T4
+        "forward": (64, 32, 8, 1), "forward_wide": (32, 32, 8, 1),
+        "dkdv": (16, 32, 8, 1), "dkdv_wide": (32, 32, 8, 1),
+        "dq": (32, 32, 8, 1), "dq_wide": (16, 32, 8, 1)},
+    "float32": {
+        "forward": (64, 32, 8, 2), "forward_wide": (32, 16, 4, 2),
+        "dkdv": (32, 32, 8, 2), "dkdv_wide": (16, 32, 4, 2),
+        "dq": (64, 32, 8, 2), "dq_wide": (32, 16, 4, 2)},
 }
 
 
@@ -350,10 +358,14 @@ def tile_sizes(kernel: str, block_d: int, tensor: torch.Tensor) -> tuple[int, in
         return INTERPRETER_BLOCK, INTERPRETER_BLOCK, 1, 1
     if tensor.dtype == torch.float32:
         family = "float32"
-    elif torch.cuda.get_device_capability(tensor.device) >= (8, 0):
-        family = "tensor_cores"
+    elif torch.cuda.get_device_capability(tensor.device) < (8, 0):
+        family = "no_tensor_cores"
     else:
-        family = "small"
+        index = tensor.device.index
+        properties = triton.runtime.driver.active.utils.get_device_properties(
+            torch.cuda.current_device() if index is None else index)
+        large = properties["max_shared_mem"] >= 160 * 1024
+        family = "tensor_cores_large_shared_memory" if large else "tensor_cores"
     return TILE_SIZES[family][kernel + ("_wide" if block_d > 64 else "")]
 
 
