@@ -1,0 +1,447 @@
+"""Day 7's proofs as unit tests: standard, tiled and flash (Triton) attention against each other,
+a float64 reference and PyTorch; the mask adapter on Day 1's MultiHeadAttention; the benchmark
+and the GPU check, run here on the CPU. Without CUDA the kernels run in Triton's interpreter
+(small shapes: it is slow; bfloat16 only on a GPU, since the interpreter's bf16 tl.dot is wrong)."""
+
+import json
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # before Triton is imported: the kernels run interpreted
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+from torch.nn import functional as F
+from torch.nn.attention.bias import causal_lower_right
+from torch.testing import assert_close
+
+from day01_transformer import MultiHeadAttention, scaled_dot_product_attention
+from day07_flash_attention import (
+    as_attention_function,
+    attention_mask,
+    benchmark,
+    causal_mask,
+    flash_attention,
+    kernels,
+    key_block_ranges,
+    mask_to_kernel_arguments,
+    standard_attention,
+    tiled_attention,
+)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BLOCK = kernels.INTERPRETER_BLOCK if kernels.INTERPRETED else 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one CPU thread is faster than a pool that wakes for every operation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randn(*shape, dtype=torch.float32, device=DEVICE, requires_grad=False):
+    return torch.randn(*shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def run(attention, query, key, value, grad_output, **options):
+    """(output, log-sum-exp, [dQ, dK, dV]) of `attention` for the upstream gradient."""
+    inputs = [t.detach().clone().requires_grad_() for t in (query, key, value)]
+    output, lse = attention(*inputs, return_lse=True, **options)
+    output.backward(grad_output)
+    return output.detach(), lse, [t.grad for t in inputs]
+
+
+def reference(query, key, value, grad_output, **options):
+    """Standard attention in float64."""
+    return run(standard_attention, query.double(), key.double(), value.double(),
+               grad_output.double(), **options)
+
+
+def max_errors(result, expected):
+    (output, lse, grads), (output_ref, lse_ref, grads_ref) = result, expected
+    assert torch.equal(lse.isneginf(), lse_ref.isneginf()), "not the same empty rows"
+    finite = lse_ref.isfinite()
+    errors = [(output.double() - output_ref).abs().max(),
+              (lse.double() - lse_ref)[finite].abs().max() if finite.any() else torch.tensor(0.)]
+    errors += [(g.double() - r).abs().max() for g, r in zip(grads, grads_ref, strict=True)]
+    return torch.stack([e.cpu().double() for e in errors])
+
+
+def case_tensors(batch, heads, query_len, key_len, head_dim, dtype, masked):
+    query, grad_output = (randn(batch, heads, query_len, head_dim, dtype=dtype) for _ in "ab")
+    key, value = (randn(batch, heads, key_len, head_dim, dtype=dtype) for _ in "ab")
+    key_mask = (torch.rand(batch, key_len, device=DEVICE) > 0.3) if masked else None
+    return query, key, value, grad_output, key_mask
+
+
+# ---------------------------------------------------------------- standard attention
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_standard_equals_day1_attention(causal, masked):
+    query, key, value, _, key_mask = case_tensors(2, 3, 6, 9, 16, torch.float32, masked)
+    mask = attention_mask(causal, key_mask, 6, 9, query.device)
+    expected, _ = scaled_dot_product_attention(query, key, value, mask)
+    assert_close(standard_attention(query, key, value, causal, key_mask), expected)
+
+
+@pytest.mark.parametrize("query_len", [1, 4, 9])
+def test_causal_is_bottom_right_like_torch_causal_lower_right(query_len):
+    query, key, value = randn(1, 2, query_len, 16), randn(1, 2, 9, 16), randn(1, 2, 9, 16)
+    expected = F.scaled_dot_product_attention(query, key, value,
+                                              attn_mask=causal_lower_right(query_len, 9))
+    assert_close(standard_attention(query, key, value, causal=True), expected)
+    if query_len == 9:
+        assert_close(standard_attention(query, key, value, causal=True),
+                     F.scaled_dot_product_attention(query, key, value, is_causal=True))
+
+
+def test_causal_mask_aligns_the_last_query_with_the_last_key():
+    for query_len, key_len in [(3, 5), (5, 5), (5, 3)]:
+        mask = causal_mask(query_len, key_len)
+        assert mask[-1].all()  # the last query sees every key
+        for i in range(query_len):
+            assert mask[i].sum() == max(0, min(key_len, i + 1 + key_len - query_len))
+
+
+def test_standard_lse_and_rows_with_nothing_to_attend_to():
+    query, key, value = randn(1, 1, 5, 16), randn(1, 1, 3, 16), randn(1, 1, 3, 16)
+    output, lse = standard_attention(query, key, value, causal=True, return_lse=True)
+    assert (output[0, 0, :2] == 0).all() and lse[0, 0, :2].isneginf().all()
+    scores = query[0, 0, 2:] @ key[0, 0].T / 4
+    mask = causal_mask(5, 3, query.device)[2:]
+    assert_close(lse[0, 0, 2:], torch.logsumexp(scores.masked_fill(~mask, float("-inf")), -1))
+
+
+# ---------------------------------------------------------------- tiled attention
+
+TILED_CASES = [(37, 37, False, False), (37, 37, True, False), (50, 23, True, False),
+               (23, 50, True, True), (41, 29, False, True), (1, 33, True, False),
+               (33, 1, True, False)]
+
+
+@pytest.mark.parametrize("query_len, key_len, causal, masked", TILED_CASES)
+def test_tiled_equals_standard_in_float32(query_len, key_len, causal, masked):
+    query, key, value, grad_output, key_mask = case_tensors(2, 3, query_len, key_len, 16,
+                                                            torch.float32, masked)
+    options = {"causal": causal, "key_mask": key_mask}
+    expected = run(standard_attention, query, key, value, grad_output, **options)
+    result = run(tiled_attention, query, key, value, grad_output, block_q=16, block_k=8,
+                 **options)
+    assert_close(result, expected)
+    assert all(t.isfinite().all() for t in [result[0], *result[2]])
+
+
+@pytest.mark.parametrize("query_len, key_len, causal, masked", [(5, 7, True, True),
+                                                                 (7, 4, True, False),
+                                                                 (6, 6, False, True)])
+def test_tiled_gradcheck_in_float64(query_len, key_len, causal, masked):
+    inputs = [torch.randn(1, 2, n, 4, dtype=torch.float64, requires_grad=True)
+              for n in (query_len, key_len, key_len)]
+    key_mask = (torch.arange(key_len) % 3 != 1)[None] if masked else None
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: tiled_attention(q, k, v, causal, key_mask, block_q=2, block_k=3), inputs)
+
+
+def saved_bytes(attention, length, head_dim=16, **options):
+    """Bytes of the distinct storages autograd saves for the backward pass of one call."""
+    storages = {}
+
+    def pack(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    inputs = [randn(1, 2, length, head_dim).requires_grad_() for _ in range(3)]
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        attention(*inputs, **options)
+    return sum(storages.values())
+
+
+def test_tiled_and_flash_save_linear_memory_standard_quadratic():
+    per_position = 2 * 16 * 4 * 4 + 2 * 4  # q, k, v, O in float32 and the LSE, for 2 heads
+    for length in (32, 64, 128):
+        assert saved_bytes(tiled_attention, length) == length * per_position
+        assert saved_bytes(flash_attention, length) == length * per_position
+        assert saved_bytes(standard_attention, length) > 2 * length * length * 4
+
+
+def test_key_block_ranges_split_visible_masked_and_invisible_keys():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        query_len, key_len = (int(torch.randint(1, 40, (1,), generator=generator))
+                              for _ in range(2))
+        block_q, block_k = (int(torch.randint(1, 9, (1,), generator=generator)) for _ in range(2))
+        causal = bool(torch.randint(0, 2, (1,), generator=generator))
+        start = int(torch.randint(0, query_len, (1,), generator=generator)) // block_q * block_q
+        stop = min(start + block_q, query_len)
+        full_end, end = key_block_ranges(start, stop, query_len, key_len, block_k, causal, False)
+        visible = causal_mask(query_len, key_len)[start:stop] if causal else torch.ones(
+            stop - start, key_len, dtype=torch.bool)
+        assert full_end % block_k == 0 and 0 <= full_end <= max(end, 0) <= key_len
+        assert visible[:, :full_end].all()                    # no mask needed
+        assert not visible[:, end:].any()                     # skipped entirely
+        assert end == 0 or visible[:, end - 1].any()          # nothing visible is skipped
+        assert key_block_ranges(start, stop, query_len, key_len, block_k, causal, True)[0] == 0
+
+
+# ---------------------------------------------------------------- flash attention (Triton)
+
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+FLASH_CASES = [  # (batch, heads, query_len, key_len, head_dim, causal, key mask, dtype)
+    (2, 3, 40, 40, 32, False, False, torch.float32),
+    (2, 3, 40, 40, 32, True, False, torch.float16),
+    (1, 2, BLOCK + 1, BLOCK + 1, 16, True, False, torch.float32),   # one more than a block
+    (1, 2, 1, 1, 64, False, False, torch.float16),                  # length 1
+    (1, 2, 1, 20, 16, True, False, torch.float32),                  # one query, many keys
+    (2, 2, 30, 45, 80, True, False, torch.float32),                 # head_dim not a power of 2
+    (2, 2, 45, 30, 128, True, False, torch.float16),                # empty rows (Lq > Lk)
+    (2, 2, 33, 50, 48, False, True, torch.float32),                 # key mask
+    (1, 3, 50, 33, 24, True, True, torch.float16),                  # causal and key mask
+    (1, 2, 20, 20, 8, True, False, torch.float32),                  # head_dim 8: padded to 16
+]
+if DEVICE == "cuda" and torch.cuda.get_device_capability() >= (8, 0):
+    FLASH_CASES += [(2, 3, 40, 40, 64, c, m, torch.bfloat16) for c, m in [(False, False),
+                                                                           (True, True)]]
+
+
+@pytest.mark.parametrize("batch, heads, query_len, key_len, head_dim, causal, masked, dtype",
+                         FLASH_CASES)
+def test_flash_equals_the_float64_reference(batch, heads, query_len, key_len, head_dim, causal,
+                                            masked, dtype):
+    query, key, value, grad_output, key_mask = case_tensors(batch, heads, query_len, key_len,
+                                                            head_dim, dtype, masked)
+    options = {"causal": causal, "key_mask": key_mask}
+    result = run(flash_attention, query, key, value, grad_output, **options)
+    expected = reference(query, key, value, grad_output, **options)
+    errors = max_errors(result, expected)
+    assert errors.max() < TOLERANCE[dtype], errors
+    assert all(t.isfinite().all() for t in [result[0], *result[2]])
+    assert result[0].dtype == dtype and result[1].dtype == torch.float32
+    if dtype == torch.float32:
+        assert_close((result[0], result[2]),
+                     (expected[0].float(), [g.float() for g in expected[2]]))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_flash_no_worse_than_torch_sdpa(causal, dtype):
+    query, key, value, grad_output, _ = case_tensors(2, 2, 35, 35, 32, dtype, False)
+    expected = reference(query, key, value, grad_output, causal=causal)
+    ours = run(flash_attention, query, key, value, grad_output, causal=causal)
+    theirs = run(lambda *qkv, return_lse: (F.scaled_dot_product_attention(*qkv,
+                                                                          is_causal=causal),
+                                           None), query, key, value, grad_output)
+    for mine, torch_result, exact in zip([ours[0], *ours[2]], [theirs[0], *theirs[2]],
+                                         [expected[0], *expected[2]], strict=True):
+        torch_error = (torch_result.double() - exact).abs().max()
+        assert (mine.double() - exact).abs().max() <= max(2 * torch_error, TOLERANCE[dtype])
+
+
+def test_flash_large_logits_stay_finite():
+    query, key, value = (randn(1, 2, 20, 32) for _ in range(3))
+    output, lse = flash_attention(query * 100, key * 100, value, return_lse=True)
+    assert output.isfinite().all() and lse.isfinite().all()
+    expected = standard_attention(query.double() * 100, key.double() * 100, value.double())
+    assert_close(output, expected.float(), atol=1e-2, rtol=0)  # scores ~1e4 carry ~1e-3 rounding
+
+
+def test_flash_strides_change_nothing():
+    layout = randn(2, 19, 3, 64).transpose(1, 2)  # (batch, heads, length, d), strided
+    strided = randn(2, 3, 38, 64)[:, :, ::2]
+    grad_output = randn(2, 3, 64, 19).transpose(-1, -2)  # a strided upstream gradient too
+    assert not layout.is_contiguous() and not grad_output.is_contiguous()
+    results = [run(flash_attention, *inputs, grad, causal=True)
+               for inputs, grad in [((layout, strided, strided), grad_output),
+                                    ((layout.contiguous(), strided.contiguous(),
+                                      strided.contiguous()), grad_output.contiguous())]]
+    assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+def test_flash_fully_masked_rows_give_zeros_and_zero_gradients():
+    query, key, value = (randn(2, 2, 20, 16, requires_grad=True) for _ in range(3))
+    key_mask = torch.ones(2, 20, dtype=torch.bool, device=DEVICE)
+    key_mask[1] = False  # the second sequence may attend to nothing
+    output, lse = flash_attention(query, key, value, key_mask=key_mask, return_lse=True)
+    (output * randn(2, 2, 20, 16)).sum().backward()
+    assert (output[1] == 0).all() and lse[1].isneginf().all() and lse[0].isfinite().all()
+    for tensor in (query, key, value):
+        assert tensor.grad.isfinite().all() and (tensor.grad[1] == 0).all()
+
+
+def test_flash_empty_causal_rows_have_zero_gradient():
+    query = randn(1, 2, 30, 16, requires_grad=True)
+    key, value = randn(1, 2, 10, 16), randn(1, 2, 10, 16)
+    output = flash_attention(query, key, value, causal=True)
+    output.sum().backward()
+    assert (output[:, :, :20] == 0).all() and (query.grad[:, :, :20] == 0).all()
+    assert query.grad.isfinite().all()
+
+
+def error_message(call):
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    return f"{info.type.__name__}: {info.value}"
+
+
+def test_flash_refuses_what_it_does_not_support():
+    q = randn(1, 2, 8, 16)
+    wide = randn(1, 2, 8, 160)
+    message = error_message(lambda: flash_attention(wide, wide, wide))
+    assert "head_dim=160" in message and "at most 128" in message
+    message = error_message(lambda: flash_attention(q.double(), q.double(), q.double()))
+    assert message.startswith("TypeError") and "torch.float64" in message
+    message = error_message(lambda: flash_attention(q, q.half(), q))
+    assert "share one dtype" in message
+    message = error_message(lambda: flash_attention(q[0], q[0], q[0]))
+    assert "query" in message and "(2, 8, 16)" in message
+    message = error_message(lambda: flash_attention(q, randn(1, 3, 8, 16), randn(1, 3, 8, 16)))
+    assert "(batch, heads)" in message
+    message = error_message(lambda: flash_attention(q, q, randn(1, 2, 9, 16)))
+    assert "key and value" in message and "9" in message
+    message = error_message(lambda: flash_attention(q, q, q, key_mask=torch.ones(
+        1, 7, dtype=torch.bool, device=DEVICE)))
+    assert "key_mask" in message and "(1, 8)" in message
+    message = error_message(lambda: flash_attention(q, q, q, key_mask=torch.ones(1, 8,
+                                                                                 device=DEVICE)))
+    assert message.startswith("TypeError") and "key_mask" in message
+    message = error_message(lambda: flash_attention(q, q, q, scale=float("nan")))
+    assert "scale" in message
+    message = error_message(lambda: flash_attention(q, q, q, causal=1))
+    assert "causal" in message
+    message = error_message(lambda: flash_attention(q, q, q[:, :, :0]))
+    assert "value" in message and "empty" in message
+    if kernels.INTERPRETED:  # the interpreter's bfloat16 tl.dot is wrong: refused, not wrong
+        message = error_message(lambda: flash_attention(q.bfloat16(), q.bfloat16(),
+                                                        q.bfloat16()))
+        assert message.startswith("TypeError") and "bfloat16" in message
+        message = error_message(lambda: kernels.check_kernel_device(torch.empty(1, device="meta")))
+        assert "CPU tensors" in message
+
+
+def test_tiled_refuses_bad_blocks():
+    q = randn(1, 1, 4, 8)
+    assert "block_q" in error_message(lambda: tiled_attention(q, q, q, block_q=0))
+    assert "block_k" in error_message(lambda: tiled_attention(q, q, q, block_k=2.5))
+
+
+# ---------------------------------------------------------------- applied to the models
+
+def test_mask_to_kernel_arguments():
+    batch, heads, length = 3, 2, 6
+    lengths = torch.tensor([6, 4, 1])
+    keeps = torch.arange(length) < lengths[:, None]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    assert mask_to_kernel_arguments(None, batch, heads, length, length) == (False, None)
+    assert mask_to_kernel_arguments(causal, batch, heads, length, length) == (True, None)
+    assert mask_to_kernel_arguments(torch.ones(1, 1, 1, length, dtype=torch.bool), batch, heads,
+                                    length, length) == (False, None)
+    is_causal, key_mask = mask_to_kernel_arguments(keeps[:, None, None, :], batch, heads, length,
+                                                   length)
+    assert not is_causal and torch.equal(key_mask, keeps)
+    is_causal, key_mask = mask_to_kernel_arguments(causal & keeps[:, None, None, :], batch, heads,
+                                                   length, length)
+    assert is_causal and torch.equal(key_mask, keeps)
+    assert mask_to_kernel_arguments(causal_mask(4, 6), 1, 1, 4, 6) == (True, None)
+    positions = torch.arange(length)
+    for bad in ((positions[:, None] - positions).abs() <= 1,        # a local window
+                causal.T,                                           # top-right
+                keeps[:, None, :, None].expand(3, 1, 6, 6),         # a query mask
+                torch.stack([causal, torch.ones_like(causal)])[None]):  # different per head
+        with pytest.raises(ValueError, match="cannot express"):
+            mask_to_kernel_arguments(bad, batch, heads, length, length)
+    with pytest.raises(TypeError, match="boolean"):
+        mask_to_kernel_arguments(causal.float(), batch, heads, length, length)
+
+
+@pytest.mark.parametrize("attention", [flash_attention, tiled_attention])
+def test_multi_head_attention_with_flash_equals_standard(attention):
+    torch.manual_seed(0)
+    d_model, heads, batch = 32, 4, 3
+    standard = MultiHeadAttention(d_model, heads).to(DEVICE)
+    swapped = MultiHeadAttention(d_model, heads, attention=as_attention_function(attention))
+    swapped.to(DEVICE).load_state_dict(standard.state_dict())
+    x, memory = randn(batch, 6, d_model), randn(batch, 9, d_model)
+    causal = torch.ones(6, 6, dtype=torch.bool, device=DEVICE).tril()
+    keeps_source = torch.arange(9, device=DEVICE) < torch.tensor([9, 5, 2], device=DEVICE)[:, None]
+    keeps_target = torch.arange(6, device=DEVICE) < torch.tensor([6, 4, 3], device=DEVICE)[:, None]
+    for query, source, mask in [(x, x, None), (x, x, causal),
+                                (x, memory, keeps_source[:, None, None, :]),
+                                (x, x, causal & keeps_target[:, None, None, :])]:
+        outputs = []
+        for model in (standard, swapped):
+            model.zero_grad()
+            output = model(query, source, source, mask)
+            output.square().sum().backward()
+            outputs.append([output.detach()] + [p.grad.clone() for p in model.parameters()])
+        assert_close(outputs[1], outputs[0])
+        assert swapped.last_attention_weights is None
+    with pytest.raises(ValueError, match="cannot express"):
+        swapped(x, x, x, torch.rand(6, 6, device=DEVICE) > 0.5)
+
+
+# ---------------------------------------------------------------- the benchmark
+
+def test_attention_flops():
+    assert benchmark.attention_flops(2, 3, 128, 128, 64, False, False) == 4 * 2 * 3 * 128**2 * 64
+    assert benchmark.attention_flops(2, 3, 128, 128, 64, True, False) == 2 * 2 * 3 * 128**2 * 64
+    assert benchmark.attention_flops(1, 1, 10, 10, 8, False, True) == 3.5 * 4 * 100 * 8
+
+
+def test_benchmark_main_on_cpu_writes_results(tmp_path, capsys):
+    code = benchmark.main(["--device", "cpu", "--seq-lens", "32", "64", "--head-dims", "16",
+                           "--methods", "standard", "tiled", "triton", "sdpa_math",
+                           "sdpa_efficient", "--causal", "both", "--output", str(tmp_path)])
+    assert code == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    metadata, rows = saved["metadata"], saved["rows"]
+    assert metadata["device"] == "cpu" and metadata["torch"] == torch.__version__
+    assert metadata["triton"] and metadata["dtype"] == "float32"
+    assert metadata["seq_lens"] == [32, 64] and metadata["head_dims"] == [16]
+    assert len(rows) == 2 * 2 * 2 * 5  # lengths x causal x modes x methods
+    by_method = {}
+    for row in rows:
+        by_method.setdefault(row["method"], set()).add(row["status"])
+    assert by_method["standard"] == by_method["tiled"] == by_method["triton"] == {"ok"}
+    assert by_method["sdpa_efficient"] == {"unsupported"}  # a CUDA-only backend
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(r["ms"] > 0 and r["tflops"] > 0 and r["peak_mib"] is None for r in ok)
+    assert all(r["speedup"] == 1.0 for r in ok if r["method"] == "standard")
+    assert (tmp_path / "results.csv").read_text().startswith("method,mode,causal")
+    assert (tmp_path / "time.png").stat().st_size > 0
+    assert not (tmp_path / "memory.png").exists()  # no peak memory on a CPU: no empty plot
+    assert "x standard" in capsys.readouterr().out
+
+
+def test_benchmark_records_out_of_memory(monkeypatch):
+    def out_of_memory(q, k, v):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(benchmark, "attention_method", lambda name, causal, device: out_of_memory)
+    rows = benchmark.run_sweep([16], [8], methods=("standard",), modes=("forward",),
+                               causal=(False,), batch=1, heads=1, dtype=torch.float32,
+                               device="cpu", progress=False)
+    assert [r["status"] for r in rows] == ["OOM"] and rows[0]["ms"] is None
+    assert "OOM" in benchmark.format_table(rows)
+
+
+def test_benchmark_arguments():
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            benchmark.parse_arguments(["--device", "cuda"])
+    with pytest.raises(SystemExit):
+        benchmark.parse_arguments(["--device", "cpu", "--check"])
+    args = benchmark.parse_arguments(["--device", "cpu"])
+    assert "triton" not in args.methods and args.dtype == "float32"
+
+
+def test_gpu_check_code_runs_here_in_float16():
+    """The check that `--check` runs on a GPU, on small shapes in the interpreter."""
+    checks = benchmark.check_kernel(DEVICE, (torch.float16,),
+                                    shapes=[(1, 2, 40, 40, 32), (1, 2, 20, 45, 16)])
+    assert len(checks) == 2 * 2 * 4  # shapes x causal x (output, dq, dk, dv)
+    assert all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
+    assert all(0 < c["error"] < 1e-2 for c in checks)
