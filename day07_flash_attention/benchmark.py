@@ -10,6 +10,7 @@ scaled_dot_product_attention backends; `--check` first checks the Triton kernel 
 """
 import argparse
 import csv
+import gc
 import json
 import platform
 import statistics
@@ -149,11 +150,13 @@ def run_sweep(seq_lens, head_dims, methods=METHODS, modes=MODES, causal=(False, 
         except (RuntimeError, TypeError, ValueError) as error:
             message = str(error).strip().splitlines()
             unsupported = method.startswith("sdpa") or "not supported" in str(error)
-            row["status"] = "unsupported" if unsupported else "error"
+            row["status"] = ("OOM" if "out of memory" in str(error).lower() else
+                             "unsupported" if unsupported else "error")
             row["note"] = message[0][:160] if message else type(error).__name__
         finally:
             inputs = None
             if device == "cuda":
+                gc.collect()  # autograd graphs of a failed call can hold memory in cycles
                 torch.cuda.empty_cache()
         rows.append(row)
     add_speedups(rows)
@@ -211,6 +214,7 @@ def environment(device: str) -> dict:
     if device == "cuda":
         properties = torch.cuda.get_device_properties(0)
         info.update(device_name=properties.name, cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(),
                     capability=".".join(map(str, torch.cuda.get_device_capability(0))),
                     memory_gib=round(properties.total_memory / 2 ** 30, 1),
                     multiprocessors=properties.multi_processor_count)

@@ -99,7 +99,7 @@ def _forward_tiles(acc, row_max, row_sum, q, k_base, v_base, mask_base, rows, st
     return acc, row_max, row_sum
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["query_len", "key_len"])
 def _attention_forward(Q, K, V, KEY_MASK, OUT, LSE, scale,
                        stride_qb, stride_qh, stride_qm, stride_qd,
                        stride_kb, stride_kh, stride_kn, stride_kd,
@@ -148,7 +148,7 @@ def _attention_forward(Q, K, V, KEY_MASK, OUT, LSE, scale,
     tl.store(LSE + batch_head * query_len + rows, lse, mask=rows < query_len)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["query_len"])
 def _backward_preprocess(OUT, DO, DELTA, stride_ob, stride_oh, stride_om, stride_od,
                          stride_dob, stride_doh, stride_dom, stride_dod, num_heads, query_len,
                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -200,7 +200,7 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, keys, start
     return dk, dv
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["query_len", "key_len"])
 def _attention_backward_dkdv(Q, K, V, KEY_MASK, DO, LSE, DELTA, DK, DV, scale,
                              stride_qb, stride_qh, stride_qm, stride_qd,
                              stride_kb, stride_kh, stride_kn, stride_kd,
@@ -284,7 +284,7 @@ def _dq_tiles(dq, q, do, lse2, delta, k_base, v_base, mask_base, rows, start, en
     return dq
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["query_len", "key_len"])
 def _attention_backward_dq(Q, K, V, KEY_MASK, DO, LSE, DELTA, DQ, scale,
                            stride_qb, stride_qh, stride_qm, stride_qd,
                            stride_kb, stride_kh, stride_kn, stride_kd,
@@ -398,8 +398,12 @@ def _block_d(head_dim: int) -> int:
 
 
 def _check_offsets(**tensors: torch.Tensor) -> None:
-    """Offsets inside one (batch, head) are 32-bit in the kernels: refuse what overflows."""
+    """Offsets inside one (batch, head) are 32-bit in the kernels, and batch x heads is the
+    grid's second axis (at most 65535 programs): refuse what does not fit."""
     for name, tensor in tensors.items():
+        if tensor.size(0) * tensor.size(1) > 65535:
+            raise ValueError(f"{name} of shape {tuple(tensor.shape)} has batch x heads = "
+                             f"{tensor.size(0) * tensor.size(1)}; the kernels take at most 65535")
         if (tensor.size(2) - 1) * tensor.stride(2) + (tensor.size(3) - 1) * tensor.stride(3) \
                 >= 2 ** 31:
             raise ValueError(f"{name} of shape {tuple(tensor.shape)} and strides "
