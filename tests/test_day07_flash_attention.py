@@ -190,7 +190,9 @@ def test_key_block_ranges_split_visible_masked_and_invisible_keys():
 
 # ---------------------------------------------------------------- flash attention (Triton)
 
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+# Largest absolute errors: about twice the worst seen when the kernel's roundings (inputs, P, dS,
+# outputs) are emulated in float32 on 20 random draws of these sizes.
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 6e-2}
 FLASH_CASES = [  # (batch, heads, query_len, key_len, head_dim, causal, key mask, dtype)
     (2, 3, 40, 40, 32, False, False, torch.float32),
     (2, 3, 40, 40, 32, True, False, torch.float16),
