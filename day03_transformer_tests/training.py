@@ -148,7 +148,7 @@ class ReversalResult:
     def __str__(self) -> str:
         return (f"held-out exact-sequence accuracy {self.accuracy:.1%} after "
                 f"{len(self.losses)} steps and {self.train_seconds:.1f} s of training "
-                f"({torch.get_num_threads()} threads)")
+                f"on {torch.get_num_threads()} CPU thread(s)")
 
 
 def held_out(source: Tensor) -> frozenset:
