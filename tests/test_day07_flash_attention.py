@@ -447,3 +447,30 @@ def test_gpu_check_code_runs_here_in_float16():
     assert len(checks) == 2 * 2 * 4  # shapes x causal x (output, dq, dk, dv)
     assert all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
     assert all(0 < c["error"] < 1e-2 for c in checks)
+
+
+def test_day3_transformer_with_flash_equals_standard():
+    from day03_transformer_tests import (
+        Transformer,
+        greedy_decode,
+        pad_sequences,
+        padding_mask,
+        target_mask,
+    )
+
+    torch.manual_seed(0)
+    sizes = dict(num_layers=2, d_model=32, num_heads=4, d_ff=64, dropout=0.0)
+    standard = Transformer(12, 12, **sizes).to(DEVICE)
+    flash = Transformer(12, 12, attention=as_attention_function(), **sizes).to(DEVICE)
+    flash.load_state_dict(standard.state_dict())
+    source = pad_sequences([torch.randint(1, 12, (n,)) for n in (7, 5, 3)]).to(DEVICE)
+    target = pad_sequences([torch.randint(1, 12, (n,)) for n in (6, 4, 2)]).to(DEVICE)
+    upstream = randn(3, 6, 12)
+    outputs = []
+    for model in (standard, flash):
+        log_probabilities = model(source, target, padding_mask(source), target_mask(target))
+        (log_probabilities * upstream).sum().backward()
+        outputs.append([log_probabilities.detach()] + [p.grad for p in model.parameters()])
+    assert_close(outputs[1], outputs[0])
+    assert torch.equal(greedy_decode(standard, source, max_len=5, start_id=1),
+                       greedy_decode(flash, source, max_len=5, start_id=1))
