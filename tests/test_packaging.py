@@ -30,4 +30,4 @@ def test_requirements_leave_torch_unpinned_and_install_the_repository():
              for line in (REPOSITORY_ROOT / "requirements.txt").read_text().splitlines()]
     torch = [line for line in lines if line.startswith("torch")]
     assert torch and "==" not in torch[0], torch
-    assert "-e ." in lines
+    assert "-e . --config-settings editable_mode=compat" in lines
