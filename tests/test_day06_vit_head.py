@@ -1,0 +1,194 @@
+"""Day 6's proofs as unit tests: the whole ViT against Hugging Face's (tiny and B/16), the
+exact GELU, the parameter counts, bad input, and a short training run on the digits."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from day06_vit_head import (
+    VIT_CONFIGS,
+    ViT,
+    copy_into_hugging_face,
+    hugging_face_config,
+    parameter_counts,
+)
+from day06_vit_head.training import load_digits_split, train_digits
+
+with warnings.catch_warnings():  # transformers' import of tqdm.auto may warn; harmless
+    warnings.simplefilter("ignore")
+    from transformers import ViTConfig, ViTForImageClassification
+    from transformers.activations import ACT2FN
+
+TINY = dict(image_size=32, patch_size=8, in_channels=3, num_classes=10, d_model=64,
+            num_layers=2, num_heads=4, d_mlp=256)
+
+
+def randomize_(model):
+    """Random LayerNorm gains and biases, so that copying each one to its place is tested."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 1:
+                parameter.normal_(0.0 if name.endswith("bias") else 1.0, 0.1)
+    return model
+
+
+def hugging_face_twin(ours, hidden_act="gelu"):
+    config = ViTConfig(**{**hugging_face_config(ours), "hidden_act": hidden_act},
+                       attn_implementation="eager")
+    theirs = ViTForImageClassification(config).eval()
+    copy_into_hugging_face(ours, theirs)
+    return theirs
+
+
+@pytest.fixture(scope="module")
+def tiny_pair():
+    torch.manual_seed(0)
+    ours = randomize_(ViT(**TINY)).eval()
+    return ours, hugging_face_twin(ours)
+
+
+def test_tiny_vit_equals_hugging_face(tiny_pair):
+    ours, theirs = tiny_pair
+    images = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        assert_close(ours(images), theirs(images).logits)
+
+
+def test_resampled_position_embedding_equals_hugging_face(tiny_pair):
+    ours, theirs = tiny_pair
+    images = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        assert_close(ours(images, interpolate_position_embedding=True),
+                     theirs(images, interpolate_pos_encoding=True).logits)
+
+
+def test_vit_b16_equals_hugging_face_and_has_its_parameter_count():
+    torch.manual_seed(0)
+    ours = randomize_(ViT.from_name("B/16", image_size=224, num_classes=1000)).eval()
+    theirs = hugging_face_twin(ours)
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert_close(ours(images), theirs(images).logits)
+    count = sum(p.numel() for p in theirs.parameters())
+    assert count == sum(parameter_counts(ours).values()) == sum(
+        p.numel() for p in ours.parameters())
+    assert round(count / 1e6, 1) == 86.6
+
+
+def test_the_activation_is_the_exact_gelu(tiny_pair):
+    ours, _ = tiny_pair
+    x = torch.linspace(-6, 6, 2001)
+    erf_gelu = x / 2 * (1 + torch.erf(x / math.sqrt(2)))
+    for block in ours.encoder.blocks:
+        assert type(block.mlp.activation) is nn.GELU
+        assert block.mlp.activation.approximate == "none"
+        assert_close(block.mlp.activation(x), erf_gelu)
+    assert_close(ACT2FN["gelu"](x), erf_gelu)
+
+
+def test_the_comparison_notices_the_tanh_gelu():
+    torch.manual_seed(0)
+    ours = randomize_(ViT(**TINY)).eval()
+    theirs = hugging_face_twin(ours, hidden_act="gelu_pytorch_tanh")
+    images = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        with pytest.raises(AssertionError):
+            assert_close(ours(images), theirs(images).logits)
+        for block in ours.encoder.blocks:
+            block.mlp.activation = nn.GELU(approximate="tanh")
+        assert_close(ours(images), theirs(images).logits)
+
+
+def test_copy_refuses_a_different_configuration():
+    ours = ViT(**TINY)
+    theirs = ViTForImageClassification(ViTConfig(**{**hugging_face_config(ours),
+                                                    "layer_norm_eps": 1e-12}))
+    with pytest.raises(ValueError, match="layer_norm_eps"):
+        copy_into_hugging_face(ours, theirs)
+
+
+def closed_form(patch_size, d_model, num_layers, num_heads, d_mlp, image_size=224,
+                in_channels=3, num_classes=1000):
+    D, N = d_model, (image_size // patch_size) ** 2
+    return (patch_size ** 2 * in_channels * D + D + D + (N + 1) * D
+            + num_layers * (4 * (D * D + D) + 2 * D * d_mlp + d_mlp + D + 4 * D)
+            + 2 * D + D * num_classes + num_classes)
+
+
+@pytest.mark.parametrize("name, millions", [("Ti/16", 5.7), ("S/16", 22.1), ("B/16", 86.6),
+                                            ("L/16", 304.3)])
+def test_parameter_counts_of_the_named_sizes(name, millions):
+    with torch.device("meta"):
+        model = ViT.from_name(name)
+    counts = parameter_counts(model)
+    total = sum(p.numel() for p in model.parameters())
+    assert sum(counts.values()) == total == closed_form(**VIT_CONFIGS[name])
+    assert round(total / 1e6, 1) == millions
+    assert counts["position embedding"] == 197 * VIT_CONFIGS[name]["d_model"]
+
+
+def test_named_sizes_are_the_papers():
+    expected = {"Ti/16": (192, 12, 3), "S/16": (384, 12, 6), "B/16": (768, 12, 12),
+                "L/16": (1024, 24, 16)}
+    for name, (width, depth, heads) in expected.items():
+        config = VIT_CONFIGS[name]
+        assert (config["d_model"], config["num_layers"], config["num_heads"]) == (
+            width, depth, heads)
+        assert config["d_mlp"] == 4 * width and config["patch_size"] == 16
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda m: m(torch.randn(1, 3, 48, 48)), ["48x48", "32x32", "interpolate_position_embedding"]),
+    (lambda m: m(torch.randn(1, 3, 36, 32)), ["36x32", "patch_size=8"]),
+    (lambda m: m(torch.randn(1, 1, 32, 32)), ["1 channels", "in_channels=3"]),
+    (lambda m: m(torch.randn(3, 32, 32)), ["4-D", "(3, 32, 32)"]),
+    (lambda m: ViT(image_size=30, patch_size=8), ["30x30", "patch_size=8"]),
+    (lambda m: ViT.from_name("H/14"), ["'H/14'", "B/16"]),
+    (lambda m: ViT(**{**TINY, "num_classes": 0}), ["num_classes", "0"]),
+])
+def test_bad_input_is_a_value_error_with_the_numbers(call, words):
+    model = ViT(**TINY)
+    with pytest.raises(ValueError) as error:
+        call(model)
+    assert all(word in str(error.value) for word in words), str(error.value)
+
+
+def test_the_head_reads_only_the_class_token():
+    model = ViT(**TINY).eval()
+    z = torch.randn(3, 17, 64)
+    changed = torch.cat([z[:, :1], torch.randn(3, 16, 64)], dim=1)
+    assert torch.equal(model.head(z), model.head(changed))
+
+
+def test_the_attention_argument_reaches_every_block():
+    from day01_transformer import scaled_dot_product_attention
+
+    calls = []
+
+    def recording_attention(query, key, value, mask):
+        calls.append(tuple(query.shape))
+        return scaled_dot_product_attention(query, key, value, mask)
+
+    model = ViT(**TINY, attention=recording_attention)
+    model(torch.randn(2, 3, 32, 32))
+    assert calls == [(2, 4, 17, 16)] * 2
+
+
+def test_digits_split_is_fixed_and_stratified():
+    x_train, y_train, x_test, y_test = load_digits_split()
+    again = load_digits_split()
+    assert torch.equal(x_test, again[2]) and torch.equal(y_test, again[3])
+    assert x_train.shape == (1347, 1, 8, 8) and x_test.shape == (450, 1, 8, 8)
+    assert x_train.min() == -1 and x_train.max() == 1
+    assert (torch.bincount(y_test, minlength=10) >= 43).all()
+
+
+def test_a_short_training_run_learns_the_digits():
+    run = train_digits(epochs=8, num_threads=1)
+    assert len(run.history["test accuracy"]) == 8
+    assert run.test_accuracy > 0.7  # chance is 0.1
+    assert run.history["train loss"][-1] < run.history["train loss"][0]
