@@ -474,3 +474,20 @@ def test_day3_transformer_with_flash_equals_standard():
     assert_close(outputs[1], outputs[0])
     assert torch.equal(greedy_decode(standard, source, max_len=5, start_id=1),
                        greedy_decode(flash, source, max_len=5, start_id=1))
+
+
+def test_day6_vit_with_flash_equals_standard():
+    from day06_vit_head import DIGITS_VIT, ViT, load_digits_split
+
+    torch.manual_seed(0)
+    standard = ViT(**DIGITS_VIT).to(DEVICE)
+    flash = ViT(attention=as_attention_function(), **DIGITS_VIT).to(DEVICE)
+    flash.load_state_dict(standard.state_dict())
+    _, _, images, labels = load_digits_split()
+    images, labels = images[:3].to(DEVICE), labels[:3].to(DEVICE)
+    outputs = []
+    for model in (standard, flash):
+        logits = model(images)
+        F.cross_entropy(logits, labels).backward()
+        outputs.append([logits.detach()] + [p.grad for p in model.parameters()])
+    assert_close(outputs[1], outputs[0])
