@@ -9,11 +9,52 @@ from day01_transformer import (
     PositionwiseFeedForward,
     scaled_dot_product_attention,
 )
+from day02_encoder_decoder import Decoder, DecoderLayer, Encoder, EncoderLayer, Generator
+from day03_transformer_tests import (
+    Transformer,
+    causal_mask,
+    greedy_decode,
+    pad_sequences,
+    padding_mask,
+    target_mask,
+)
+from day04_vit_patches import ClassToken, PatchEmbedding, PositionEmbedding
+from day05_vit_encoder import ViTBlock, ViTEncoder
+from day06_vit_head import VIT_CONFIGS, ClassificationHead, ViT
+from day07_flash_attention import (
+    as_attention_function,
+    flash_attention,
+    standard_attention,
+    tiled_attention,
+)
 
 __all__ = [
+    "VIT_CONFIGS",
+    "ClassToken",
+    "ClassificationHead",
+    "Decoder",
+    "DecoderLayer",
+    "Encoder",
+    "EncoderLayer",
+    "Generator",
     "LayerNorm",
     "MultiHeadAttention",
+    "PatchEmbedding",
+    "PositionEmbedding",
     "PositionalEncoding",
     "PositionwiseFeedForward",
+    "Transformer",
+    "ViT",
+    "ViTBlock",
+    "ViTEncoder",
+    "as_attention_function",
+    "causal_mask",
+    "flash_attention",
+    "greedy_decode",
+    "pad_sequences",
+    "padding_mask",
     "scaled_dot_product_attention",
+    "standard_attention",
+    "target_mask",
+    "tiled_attention",
 ]

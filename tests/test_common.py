@@ -48,8 +48,14 @@ def test_plots_draw_and_reject_bad_shapes():
 
 
 def test_common_layers_collects_the_day_layers():
-    import common.layers
-    import day01_transformer
+    import importlib
 
+    import common.layers
+    from common.notebooks import REPOSITORY_ROOT
+
+    days = [importlib.import_module(p.name) for p in sorted(REPOSITORY_ROOT.glob("day*_*"))]
     for name in common.layers.__all__:
-        assert getattr(common.layers, name) is getattr(day01_transformer, name)
+        owners = [day for day in days if getattr(day, name, None) is getattr(common.layers, name)]
+        assert owners, f"common.layers.{name} is not a day's public name"
+    assert {"MultiHeadAttention", "Transformer", "ViT", "flash_attention"} <= set(
+        common.layers.__all__)
