@@ -8,6 +8,7 @@ kernels run in Triton's interpreter on CPU tensors.
 """
 import contextlib
 import os
+import sys
 
 import torch
 
@@ -19,6 +20,30 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def _interpret_triton_library() -> None:
+    """Re-wrap Triton's own library functions (tl.max, tl.sum, tl.cdiv, ...) for the
+    interpreter when Triton was imported before TRITON_INTERPRET=1 was set (PyTorch imports
+    it, in torch.utils.flop_counter for one): they were made for compilation then, and the
+    interpreter cannot call them. This does what importing Triton after the switch does."""
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    twins = {}  # id of a library function -> its interpreted twin, the same for every alias
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "triton.language" or name.startswith(
+                "triton.language.")):
+            continue
+        for attribute, value in list(vars(module).items()):
+            if isinstance(value, JITFunction):  # keyed by id: hashing one would compile it
+                if id(value) not in twins:
+                    twins[id(value)] = InterpretedFunction(value.fn)
+                setattr(module, attribute, twins[id(value)])
+
+
+if INTERPRETED:
+    _interpret_triton_library()
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 128
 LOG2_E = 1.4426950408889634  # scores in base 2: e^x = 2^(x log2 e)

@@ -5,6 +5,8 @@ and the GPU check, run here on the CPU. Without CUDA the kernels run in Triton's
 
 import json
 import os
+import subprocess
+import sys
 
 import torch
 
@@ -491,3 +493,20 @@ def test_day6_vit_with_flash_equals_standard():
         F.cross_entropy(logits, labels).backward()
         outputs.append([logits.detach()] + [p.grad for p in model.parameters()])
     assert_close(outputs[1], outputs[0])
+
+
+def test_interpreter_works_when_triton_was_imported_first():
+    """torch.utils.flop_counter imports Triton; the kernels must still run interpreted."""
+    if torch.cuda.is_available():
+        pytest.skip("the interpreter is for machines without CUDA")
+    script = (
+        "import os, torch, torch.utils.flop_counter, sys\n"
+        "assert 'triton' in sys.modules\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "from day07_flash_attention import flash_attention, standard_attention\n"
+        "q = torch.randn(1, 2, 20, 16)\n"
+        "torch.testing.assert_close(flash_attention(q, q, q, causal=True),\n"
+        "                           standard_attention(q, q, q, causal=True))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "TRITON_INTERPRET": ""}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
