@@ -124,10 +124,11 @@ def measure(function: Callable, inputs: tuple, backward: bool, device: str) -> d
 
 
 def run_sweep(seq_lens, head_dims, methods=METHODS, modes=MODES, causal=(False, True),
-              batch=4, heads=16, dtype=torch.bfloat16, device="cuda",
-              progress: bool = True) -> list[dict]:
+              batch=4, heads=16, dtype=torch.bfloat16, device="cuda", progress: bool = True,
+              checkpoint: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Measure every combination; returns one row per measurement (status "ok", "OOM",
-    "unsupported" or "error", with the message in "note")."""
+    "unsupported" or "error", with the message in "note"). `checkpoint(rows)` is called after
+    each measurement, so that a run stopped early keeps what it measured."""
     plan = [(n, d, c, mode, m) for d in head_dims for c in causal for n in seq_lens
             for mode in modes for m in methods]
     rows = []
@@ -159,6 +160,8 @@ def run_sweep(seq_lens, head_dims, methods=METHODS, modes=MODES, causal=(False, 
                 gc.collect()  # autograd graphs of a failed call can hold memory in cycles
                 torch.cuda.empty_cache()
         rows.append(row)
+        if checkpoint is not None:
+            checkpoint(rows)
     add_speedups(rows)
     return rows
 
@@ -413,9 +416,15 @@ def main(argv=None) -> int:
     if args.device == "cuda":
         metadata["ceilings"] = measure_ceilings()
     causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
+
+    def checkpoint(rows):  # results.json so far, marked incomplete, in case the run is stopped
+        partial = {"metadata": {**metadata, "complete": False}, "rows": rows}
+        (folder / "results.json").write_text(json.dumps(partial, indent=1) + "\n")
+
     rows = run_sweep(args.seq_lens, args.head_dims, args.methods, args.modes, causal,
-                     args.batch, args.heads, getattr(torch, args.dtype), args.device)
-    written = save_results(rows, metadata, folder)
+                     args.batch, args.heads, getattr(torch, args.dtype), args.device,
+                     checkpoint=checkpoint)
+    written = save_results(rows, {**metadata, "complete": True}, folder)
     print(format_table(rows))
     print("wrote", ", ".join(str(p) for p in written))
     return 0

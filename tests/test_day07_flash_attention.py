@@ -405,6 +405,7 @@ def test_benchmark_main_on_cpu_writes_results(tmp_path, capsys):
     assert metadata["device"] == "cpu" and metadata["torch"] == torch.__version__
     assert metadata["triton"] and metadata["dtype"] == "float32"
     assert metadata["seq_lens"] == [32, 64] and metadata["head_dims"] == [16]
+    assert metadata["complete"] is True  # written incomplete after each row, complete at the end
     assert len(rows) == 2 * 2 * 2 * 5  # lengths x causal x modes x methods
     by_method = {}
     for row in rows:
