@@ -69,7 +69,8 @@ def execute_notebook(notebook: Path, timeout: int = 600) -> None:
 
     notebook = Path(notebook).resolve()
     nb = nbformat.read(notebook, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    # No timing metadata: a re-executed notebook's diff shows only what changed.
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(notebook.parent)}})
     client.execute()
     nbformat.write(nb, notebook)
