@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import torch
 
+from common import checks
+
 
 def in_colab() -> bool:
     """True inside Google Colab, whose runtime has imported `google.colab` before any cell."""
@@ -15,8 +17,7 @@ def in_colab() -> bool:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (CPU and every GPU) so a notebook reruns identically."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = checks.non_negative_int(seed, "seed")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device

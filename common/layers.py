@@ -7,6 +7,7 @@ from day01_transformer import (
     MultiHeadAttention,
     PositionalEncoding,
     PositionwiseFeedForward,
+    attention_weights_kept,
     scaled_dot_product_attention,
 )
 from day02_encoder_decoder import Decoder, DecoderLayer, Encoder, EncoderLayer, Generator
@@ -48,6 +49,7 @@ __all__ = [
     "ViTBlock",
     "ViTEncoder",
     "as_attention_function",
+    "attention_weights_kept",
     "causal_mask",
     "flash_attention",
     "greedy_decode",

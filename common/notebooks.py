@@ -79,11 +79,18 @@ def execute_notebook(notebook: Path, timeout: int = 600) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m common.notebooks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["export", "execute", "all"])
+    parser.add_argument("command", nargs="?", choices=["export", "execute", "all"])
     parser.add_argument("notebooks", nargs="*", type=Path,
                         help="notebooks to process (default: every day's notebook)")
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        raise SystemExit(2)
     notebooks = args.notebooks or day_notebooks()
+    if not notebooks:
+        # A regular (non-editable) install copies the modules but not the notebooks.
+        parser.exit(1, f"{parser.prog}: no day notebooks under {REPOSITORY_ROOT}; run it from "
+                       f"a clone of the repository (pip install -e .), or name notebooks\n")
     for notebook in notebooks:
         if not notebook.exists() or notebook.suffix != ".ipynb":
             parser.error(f"notebooks: {notebook} is not an existing .ipynb file")

@@ -2,13 +2,25 @@
 # Regenerate with `python -m common.notebooks export`.
 
 import math
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-# An attention function maps (query, key, value, mask) to (output, weights or None).
-AttentionFunction = Callable[[Tensor, Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
+from common import checks
+
+
+class AttentionFunction(Protocol):
+    """The one attention interface of the repository (CONTRIBUTING.md, "One attention
+    interface"). query, key and value are (batch, heads, length, head_dim); the mask comes
+    as its structure: `key_padding_mask` (batch, key_len), `causal` (bottom-right aligned) and
+    a general `mask`. Returns (output, weights), the weights None when a method has none."""
+
+    def __call__(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
+                 *, key_padding_mask: Tensor | None = None,
+                 causal: bool = False) -> tuple[Tensor, Tensor | None]: ...
 
 
 def check_mask(mask: Tensor | None, scores_shape: tuple[int, ...], name: str = "mask") -> None:
@@ -27,30 +39,93 @@ def check_mask(mask: Tensor | None, scores_shape: tuple[int, ...], name: str = "
                          f"attention scores' shape {tuple(scores_shape)}")
 
 
-def scaled_dot_product_attention(
-    query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """softmax(Q Kᵀ / √d_k) V over the last two dimensions; returns (output, weights).
+def check_key_padding_mask(key_padding_mask: Tensor | None, batch: int, key_len: int) -> None:
+    """Raise unless `key_padding_mask` is None or boolean of shape (batch, key_len)."""
+    if key_padding_mask is None:
+        return
+    if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
+        found = (key_padding_mask.dtype if isinstance(key_padding_mask, Tensor)
+                 else type(key_padding_mask).__name__)
+        raise TypeError(f"key_padding_mask must be a boolean tensor (True = may attend), "
+                        f"got {found}")
+    if tuple(key_padding_mask.shape) != (batch, key_len):
+        raise ValueError(f"key_padding_mask must have shape (batch, key_len) = "
+                         f"{(batch, key_len)}, got {tuple(key_padding_mask.shape)}")
 
-    query (..., Lq, d_k), key (..., Lk, d_k), value (..., Lk, d_v); `mask` is boolean,
-    True = may attend, broadcastable to (..., Lq, Lk). A query row whose keys are all
-    masked gets weights of zero and so an output of zero, never NaN.
-    """
-    for name, tensor in (("query", query), ("key", key), ("value", value)):
+
+def check_attention_inputs(query: Tensor, key: Tensor, value: Tensor) -> None:
+    """Raise, naming the argument, unless query (..., Lq, d_k), key (..., Lk, d_k) and value
+    (..., Lk, d_v) are floating-point tensors of one dtype whose batch dimensions match."""
+    tensors = {"query": query, "key": key, "value": value}
+    for name, tensor in tensors.items():
+        checks.floating_tensor(tensor, name)
         if tensor.dim() < 2:
             raise ValueError(f"{name} must have at least 2 dimensions (..., length, features), "
                              f"got shape {tuple(tensor.shape)}")
+    checks.same_dtype(tensors)
     if query.size(-1) != key.size(-1):
         raise ValueError(f"query and key must share their last dimension d_k, got "
                          f"{query.size(-1)} and {key.size(-1)}")
-    if key.size(-2) != value.size(-2):
-        raise ValueError(f"key and value must have the same length, got {key.size(-2)} and "
-                         f"{value.size(-2)}")
+    if query.size(-1) == 0:
+        raise ValueError("query and key must have a last dimension d_k of at least 1, got 0")
+    if key.shape[:-1] != value.shape[:-1]:
+        raise ValueError(f"key and value must have the same (..., length), got shapes "
+                         f"{tuple(key.shape)} and {tuple(value.shape)}")
+    if query.shape[:-2] != key.shape[:-2]:
+        raise ValueError(f"query and key must have the same batch dimensions (...), got shapes "
+                         f"{tuple(query.shape)} and {tuple(key.shape)}")
+
+
+def causal_mask(query_len: int, key_len: int, device: torch.device | str | None = None) -> Tensor:
+    """(query_len, key_len), True where query i may attend to key j <= i + key_len - query_len:
+    bottom-right aligned, so the last query sees every key (the usual lower triangle when
+    query_len == key_len)."""
+    allowed = torch.ones(query_len, key_len, dtype=torch.bool, device=device)
+    return allowed.tril(diagonal=key_len - query_len)
+
+
+def dense_mask(scores_shape: torch.Size, mask: Tensor | None = None,
+               key_padding_mask: Tensor | None = None, causal: bool = False,
+               device: torch.device | str | None = None) -> Tensor | None:
+    """The general mask, the key padding and causality combined into one boolean mask that
+    broadcasts to `scores_shape` (..., Lq, Lk); None when nothing is masked. Only a method
+    that needs a dense mask builds one."""
+    query_len, key_len = scores_shape[-2], scores_shape[-1]
+    if causal:
+        mask = causal_mask(query_len, key_len, device) if mask is None else (
+            mask & causal_mask(query_len, key_len, device))
+    if key_padding_mask is not None:  # (batch, Lk) -> (batch, 1, ..., 1, Lk)
+        keys = key_padding_mask.view(key_padding_mask.size(0), *[1] * (len(scores_shape) - 2),
+                                     key_len)
+        mask = keys if mask is None else mask & keys
+    return mask
+
+
+def scaled_dot_product_attention(
+    query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None, *,
+    key_padding_mask: Tensor | None = None, causal: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """softmax(Q Kᵀ / √d_k) V over the last two dimensions; returns (output, weights).
+
+    query (..., Lq, d_k), key (..., Lk, d_k), value (..., Lk, d_v). What a query may attend
+    to, True = may attend: `mask`, broadcastable to (..., Lq, Lk); `key_padding_mask`
+    (batch, Lk), the keys of each sequence; `causal`, keys j <= i + Lk - Lq. A query row whose
+    keys are all masked gets weights of zero and so an output of zero, never NaN.
+    """
+    check_attention_inputs(query, key, value)
+    causal = checks.as_bool(causal, "causal")
+    scores_shape = (*query.shape[:-1], key.size(-2))
+    check_mask(mask, scores_shape)
+    if key_padding_mask is not None:
+        if query.dim() < 3:
+            raise ValueError(f"key_padding_mask needs inputs with a batch dimension, (batch, "
+                             f"..., length, features), got query of shape {tuple(query.shape)}")
+        check_key_padding_mask(key_padding_mask, query.size(0), key.size(-2))
     scores = query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))
+    mask = dense_mask(scores.shape, mask, key_padding_mask, causal, query.device)
     if mask is None:
         weights = scores.softmax(dim=-1)
     else:
-        check_mask(mask, scores.shape)
         has_key = mask.any(dim=-1, keepdim=True)
         # A fully masked row would be softmax(-inf, ..., -inf) = 0/0; give it finite scores,
         # then zero its weights, so that neither the output nor the gradient is NaN.
@@ -62,34 +137,49 @@ def scaled_dot_product_attention(
 class MultiHeadAttention(nn.Module):
     """Multi-head attention (Vaswani et al., 2017, section 3.2.2).
 
-    `attention` computes the attention of the split heads; it takes (query, key, value,
-    mask) shaped (batch, heads, length, d_k) and returns (output, weights or None).
+    `attention` computes the attention of the split heads, through the repository's one
+    interface (`AttentionFunction`). The weights of the last call are kept in
+    `last_attention_weights` only when `keep_attention_weights` is True (see
+    `attention_weights_kept`): kept for every layer, they cost memory between steps.
     """
 
     def __init__(self, d_model: int, num_heads: int, bias: bool = True,
-                 attention: AttentionFunction = scaled_dot_product_attention):
+                 attention: AttentionFunction = scaled_dot_product_attention,
+                 keep_attention_weights: bool = False):
         super().__init__()
-        for name, value in (("d_model", d_model), ("num_heads", num_heads)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        d_model = checks.positive_int(d_model, "d_model")
+        num_heads = checks.positive_int(num_heads, "num_heads")
         if d_model % num_heads:
             raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+        bias = checks.as_bool(bias, "bias")
+        if not callable(attention):
+            raise TypeError(f"attention must be an attention function, got "
+                            f"{type(attention).__name__}")
         self.d_model, self.num_heads, self.d_k = d_model, num_heads, d_model // num_heads
         self.attention = attention
+        self.keep_attention_weights = checks.as_bool(keep_attention_weights,
+                                                     "keep_attention_weights")
         self.query_projection = nn.Linear(d_model, d_model, bias=bias)
         self.key_projection = nn.Linear(d_model, d_model, bias=bias)
         self.value_projection = nn.Linear(d_model, d_model, bias=bias)
         self.output_projection = nn.Linear(d_model, d_model, bias=bias)
         self.last_attention_weights: Tensor | None = None  # (batch, heads, Lq, Lk)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor,
-                mask: Tensor | None = None) -> Tensor:
-        """query (batch, Lq, d_model), key and value (batch, Lk, d_model); `mask` boolean,
-        True = may attend, broadcastable to (batch, heads, Lq, Lk)."""
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
+                *, key_padding_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        """query (batch, Lq, d_model), key and value (batch, Lk, d_model). What a query may
+        attend to, True = may attend: `key_padding_mask` (batch, Lk), the real (not padding)
+        keys; `causal`, keys j <= i + Lk - Lq; `mask`, anything else, broadcastable to
+        (batch, heads, Lq, Lk). They are passed to the attention function as they are."""
+        parameters_dtype = self.query_projection.weight.dtype
         for name, tensor in (("query", query), ("key", key), ("value", value)):
+            checks.floating_tensor(tensor, name)
             if tensor.dim() != 3 or tensor.size(-1) != self.d_model:
                 raise ValueError(f"{name} must have shape (batch, length, d_model={self.d_model}),"
                                  f" got {tuple(tensor.shape)}")
+            if tensor.dtype != parameters_dtype:
+                raise TypeError(f"{name} has dtype {tensor.dtype} but the module's parameters "
+                                f"are {parameters_dtype}: convert one of them with .to(dtype)")
         if not query.size(0) == key.size(0) == value.size(0):
             raise ValueError(f"query, key and value must have the same batch size, got "
                              f"{query.size(0)}, {key.size(0)} and {value.size(0)}")
@@ -98,17 +188,36 @@ class MultiHeadAttention(nn.Module):
                              f"{value.size(1)}")
         batch, query_len, key_len = query.size(0), query.size(1), key.size(1)
         check_mask(mask, (batch, self.num_heads, query_len, key_len))
+        check_key_padding_mask(key_padding_mask, batch, key_len)
+        causal = checks.as_bool(causal, "causal")
         heads = [self._split_heads(projection(x)) for projection, x in (
             (self.query_projection, query), (self.key_projection, key),
             (self.value_projection, value))]
-        output, weights = self.attention(*heads, mask)
-        self.last_attention_weights = None if weights is None else weights.detach()
+        output, weights = self.attention(*heads, mask, key_padding_mask=key_padding_mask,
+                                         causal=causal)
+        kept = self.keep_attention_weights and weights is not None
+        self.last_attention_weights = weights.detach() if kept else None
         output = output.transpose(1, 2).reshape(batch, query_len, self.d_model)
         return self.output_projection(output)
 
     def _split_heads(self, x: Tensor) -> Tensor:
         """(batch, length, d_model) -> (batch, heads, length, d_k)"""
         return x.view(x.size(0), x.size(1), self.num_heads, self.d_k).transpose(1, 2)
+
+
+@contextmanager
+def attention_weights_kept(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every `MultiHeadAttention` in `model` keeps its last call's weights
+    in `last_attention_weights` (for pictures); afterwards the setting is restored."""
+    layers = [module for module in model.modules() if isinstance(module, MultiHeadAttention)]
+    before = [layer.keep_attention_weights for layer in layers]
+    for layer in layers:
+        layer.keep_attention_weights = True
+    try:
+        yield model
+    finally:
+        for layer, keep in zip(layers, before, strict=True):
+            layer.keep_attention_weights = keep
 
 
 def copy_into_torch_attention(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:

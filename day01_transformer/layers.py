@@ -6,17 +6,19 @@ import math
 import torch
 from torch import Tensor, nn
 
+from common import checks
+
 
 class PositionalEncoding(nn.Module):
     """Adds the sinusoidal positional encoding (Vaswani et al., 2017, section 3.5)."""
 
     def __init__(self, d_model: int, max_len: int = 5000):
         super().__init__()
-        if not isinstance(d_model, int) or d_model <= 0 or d_model % 2:
+        d_model, max_len = checks.positive_int(d_model, "d_model"), checks.positive_int(
+            max_len, "max_len")
+        if d_model % 2:
             raise ValueError(f"d_model must be a positive even int (sine and cosine pairs), "
                              f"got {d_model!r}")
-        if not isinstance(max_len, int) or max_len <= 0:
-            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
         self.d_model, self.max_len = d_model, max_len
         position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
         frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64)
@@ -42,14 +44,14 @@ class LayerNorm(nn.Module):
 
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
-        if not isinstance(d_model, int) or d_model <= 0:
-            raise ValueError(f"d_model must be a positive int, got {d_model!r}")
-        self.d_model, self.eps = d_model, eps
+        # eps > 0 keeps the division finite for a constant x (variance 0)
+        self.d_model = checks.positive_int(d_model, "d_model")
+        self.eps = checks.positive_float(eps, "eps")
         self.weight = nn.Parameter(torch.ones(d_model))   # gamma
         self.bias = nn.Parameter(torch.zeros(d_model))    # beta
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.size(-1) != self.d_model:
+        if x.dim() == 0 or x.size(-1) != self.d_model:
             raise ValueError(f"x must have last dimension d_model={self.d_model}, got shape "
                              f"{tuple(x.shape)}")
         mean = x.mean(dim=-1, keepdim=True)
@@ -63,11 +65,8 @@ class PositionwiseFeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0,
                  activation: nn.Module | None = None):
         super().__init__()
-        for name, value in (("d_model", d_model), ("d_ff", d_ff)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        d_model, d_ff = checks.positive_int(d_model, "d_model"), checks.positive_int(d_ff, "d_ff")
+        dropout = checks.as_float(dropout, "dropout", 0.0, 1.0, exclusive_maximum=True)
         self.d_model = d_model
         self.linear1 = nn.Linear(d_model, d_ff)
         self.activation = nn.ReLU() if activation is None else activation
@@ -75,7 +74,7 @@ class PositionwiseFeedForward(nn.Module):
         self.linear2 = nn.Linear(d_ff, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.size(-1) != self.d_model:
+        if x.dim() == 0 or x.size(-1) != self.d_model:
             raise ValueError(f"x must have last dimension d_model={self.d_model}, got shape "
                              f"{tuple(x.shape)}")
         return self.linear2(self.dropout(self.activation(self.linear1(x))))

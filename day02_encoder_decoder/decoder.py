@@ -4,6 +4,7 @@
 import torch
 from torch import Tensor, nn
 
+from common import checks
 from day01_transformer import (
     LayerNorm,
     MultiHeadAttention,
@@ -11,12 +12,7 @@ from day01_transformer import (
     scaled_dot_product_attention,
 )
 from day01_transformer.attention import AttentionFunction, copy_into_torch_attention
-from day02_encoder_decoder.encoder import (
-    check_final_norm,
-    check_norm_first,
-    check_num_layers,
-    final_layer_norm,
-)
+from day02_encoder_decoder.encoder import check_final_norm, final_layer_norm
 
 
 class DecoderLayer(nn.Module):
@@ -27,7 +23,7 @@ class DecoderLayer(nn.Module):
                  norm_first: bool = False,
                  attention: AttentionFunction = scaled_dot_product_attention):
         super().__init__()
-        check_norm_first(norm_first)
+        norm_first = checks.as_bool(norm_first, "norm_first")  # not a truthy string
         self.d_model, self.norm_first = d_model, norm_first
         self.self_attention = MultiHeadAttention(d_model, num_heads, attention=attention)
         self.cross_attention = MultiHeadAttention(d_model, num_heads, attention=attention)
@@ -36,29 +32,36 @@ class DecoderLayer(nn.Module):
         self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
 
     def forward(self, x: Tensor, memory: Tensor, target_mask: Tensor | None = None,
-                memory_mask: Tensor | None = None) -> Tensor:
-        """x (batch, target_len, d_model), memory (batch, source_len, d_model).
-        target_mask: True = may attend, broadcastable to (batch, heads, target_len,
-        target_len), usually causal and padding; memory_mask: broadcastable to (batch, heads,
-        target_len, source_len), usually the source padding mask (batch, 1, 1, source_len)."""
+                memory_mask: Tensor | None = None, *,
+                target_key_padding_mask: Tensor | None = None,
+                memory_key_padding_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        """x (batch, target_len, d_model), memory (batch, source_len, d_model). True = may
+        attend. Self-attention: `causal` (each target position sees itself and earlier ones),
+        `target_key_padding_mask` (batch, target_len), and a general `target_mask`
+        broadcastable to (batch, heads, target_len, target_len). Cross-attention:
+        `memory_key_padding_mask` (batch, source_len), the real source tokens, and a general
+        `memory_mask` broadcastable to (batch, heads, target_len, source_len)."""
         if memory.dim() != 3 or memory.size(-1) != self.d_model:
             raise ValueError(f"memory must have shape (batch, source_len, d_model="
                              f"{self.d_model}), got {tuple(memory.shape)}")
+        self_masks = dict(mask=target_mask, key_padding_mask=target_key_padding_mask,
+                          causal=causal)
+        cross_masks = dict(mask=memory_mask, key_padding_mask=memory_key_padding_mask)
         if self.norm_first:  # pre-norm: x + Dropout(Sublayer(LayerNorm(x)))
-            x = x + self.dropout1(self._self_attend(self.norm1(x), target_mask))
-            x = x + self.dropout2(self._cross_attend(self.norm2(x), memory, memory_mask))
+            x = x + self.dropout1(self._self_attend(self.norm1(x), self_masks))
+            x = x + self.dropout2(self._cross_attend(self.norm2(x), memory, cross_masks))
             x = x + self.dropout3(self.feed_forward(self.norm3(x)))
         else:  # post-norm, the paper's: LayerNorm(x + Dropout(Sublayer(x)))
-            x = self.norm1(x + self.dropout1(self._self_attend(x, target_mask)))
-            x = self.norm2(x + self.dropout2(self._cross_attend(x, memory, memory_mask)))
+            x = self.norm1(x + self.dropout1(self._self_attend(x, self_masks)))
+            x = self.norm2(x + self.dropout2(self._cross_attend(x, memory, cross_masks)))
             x = self.norm3(x + self.dropout3(self.feed_forward(x)))
         return x
 
-    def _self_attend(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        return self.self_attention(x, x, x, mask)
+    def _self_attend(self, x: Tensor, masks: dict) -> Tensor:
+        return self.self_attention(x, x, x, **masks)
 
-    def _cross_attend(self, x: Tensor, memory: Tensor, mask: Tensor | None) -> Tensor:
-        return self.cross_attention(x, memory, memory, mask)  # queries from the decoder
+    def _cross_attend(self, x: Tensor, memory: Tensor, masks: dict) -> Tensor:
+        return self.cross_attention(x, memory, memory, **masks)  # queries from the decoder
 
 
 def copy_into_torch_decoder_layer(ours: DecoderLayer,
@@ -82,16 +85,21 @@ class Decoder(nn.Module):
                  dropout: float = 0.1, norm_first: bool = False, final_norm: bool | None = None,
                  attention: AttentionFunction = scaled_dot_product_attention):
         super().__init__()
-        check_num_layers(num_layers)
+        num_layers = checks.positive_int(num_layers, "num_layers")
         self.layers = nn.ModuleList(
             DecoderLayer(d_model, num_heads, d_ff, dropout, norm_first, attention)
             for _ in range(num_layers))
         self.norm = final_layer_norm(d_model, norm_first, final_norm)
 
     def forward(self, x: Tensor, memory: Tensor, target_mask: Tensor | None = None,
-                memory_mask: Tensor | None = None) -> Tensor:
+                memory_mask: Tensor | None = None, *,
+                target_key_padding_mask: Tensor | None = None,
+                memory_key_padding_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        """x (batch, target_len, d_model); the masks as in `DecoderLayer.forward`."""
+        masks = dict(target_key_padding_mask=target_key_padding_mask,
+                     memory_key_padding_mask=memory_key_padding_mask, causal=causal)
         for layer in self.layers:
-            x = layer(x, memory, target_mask, memory_mask)
+            x = layer(x, memory, target_mask, memory_mask, **masks)
         return x if self.norm is None else self.norm(x)
 
 
@@ -112,9 +120,8 @@ class Generator(nn.Module):
 
     def __init__(self, d_model: int, vocab_size: int, bias: bool = True):
         super().__init__()
-        for name, value in (("d_model", d_model), ("vocab_size", vocab_size)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        d_model = checks.positive_int(d_model, "d_model")
+        vocab_size = checks.positive_int(vocab_size, "vocab_size")
         self.projection = nn.Linear(d_model, vocab_size, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:

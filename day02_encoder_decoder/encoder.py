@@ -3,6 +3,7 @@
 
 from torch import Tensor, nn
 
+from common import checks
 from day01_transformer import (
     LayerNorm,
     MultiHeadAttention,
@@ -10,12 +11,6 @@ from day01_transformer import (
     scaled_dot_product_attention,
 )
 from day01_transformer.attention import AttentionFunction, copy_into_torch_attention
-
-
-def check_norm_first(norm_first: bool) -> None:
-    """Raise unless `norm_first` is a bool (a truthy string would silently pick pre-norm)."""
-    if not isinstance(norm_first, bool):
-        raise TypeError(f"norm_first must be a bool, got {norm_first!r}")
 
 
 class EncoderLayer(nn.Module):
@@ -26,26 +21,29 @@ class EncoderLayer(nn.Module):
                  norm_first: bool = False,
                  attention: AttentionFunction = scaled_dot_product_attention):
         super().__init__()
-        check_norm_first(norm_first)
+        norm_first = checks.as_bool(norm_first, "norm_first")  # not a truthy string
         self.d_model, self.norm_first = d_model, norm_first
         self.self_attention = MultiHeadAttention(d_model, num_heads, attention=attention)
         self.feed_forward = PositionwiseFeedForward(d_model, d_ff, dropout)
         self.norm1, self.norm2 = LayerNorm(d_model), LayerNorm(d_model)
         self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x (batch, length, d_model); `mask` boolean, True = may attend, broadcastable to
-        (batch, heads, length, length), e.g. a padding mask (batch, 1, 1, length)."""
+    def forward(self, x: Tensor, mask: Tensor | None = None, *,
+                key_padding_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        """x (batch, length, d_model). True = may attend: `key_padding_mask` (batch, length),
+        the real tokens; `causal`; `mask`, anything else, broadcastable to (batch, heads,
+        length, length). They go to the attention function as they are (Day 1)."""
+        masks = dict(mask=mask, key_padding_mask=key_padding_mask, causal=causal)
         if self.norm_first:  # pre-norm: x + Dropout(Sublayer(LayerNorm(x)))
-            x = x + self.dropout1(self._self_attend(self.norm1(x), mask))
+            x = x + self.dropout1(self._self_attend(self.norm1(x), masks))
             x = x + self.dropout2(self.feed_forward(self.norm2(x)))
         else:  # post-norm, the paper's: LayerNorm(x + Dropout(Sublayer(x)))
-            x = self.norm1(x + self.dropout1(self._self_attend(x, mask)))
+            x = self.norm1(x + self.dropout1(self._self_attend(x, masks)))
             x = self.norm2(x + self.dropout2(self.feed_forward(x)))
         return x
 
-    def _self_attend(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        return self.self_attention(x, x, x, mask)
+    def _self_attend(self, x: Tensor, masks: dict) -> Tensor:
+        return self.self_attention(x, x, x, **masks)
 
 
 def copy_into_torch_encoder_layer(ours: EncoderLayer,
@@ -64,16 +62,8 @@ def copy_into_torch_encoder_layer(ours: EncoderLayer,
 def final_layer_norm(d_model: int, norm_first: bool, final_norm: bool | None) -> LayerNorm | None:
     """The LayerNorm after the last layer: pre-norm stacks need one, the paper's post-norm
     stack has none; `final_norm` overrides that choice."""
-    if final_norm is None:
-        final_norm = norm_first
-    if not isinstance(final_norm, bool):
-        raise TypeError(f"final_norm must be a bool or None, got {final_norm!r}")
+    final_norm = norm_first if final_norm is None else checks.as_bool(final_norm, "final_norm")
     return LayerNorm(d_model) if final_norm else None
-
-
-def check_num_layers(num_layers: int) -> None:
-    if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers <= 0:
-        raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
 
 
 class Encoder(nn.Module):
@@ -83,15 +73,17 @@ class Encoder(nn.Module):
                  dropout: float = 0.1, norm_first: bool = False, final_norm: bool | None = None,
                  attention: AttentionFunction = scaled_dot_product_attention):
         super().__init__()
-        check_num_layers(num_layers)
+        num_layers = checks.positive_int(num_layers, "num_layers")
         self.layers = nn.ModuleList(
             EncoderLayer(d_model, num_heads, d_ff, dropout, norm_first, attention)
             for _ in range(num_layers))
         self.norm = final_layer_norm(d_model, norm_first, final_norm)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, *,
+                key_padding_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        """x (batch, length, d_model); the masks as in `EncoderLayer.forward`."""
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, key_padding_mask=key_padding_mask, causal=causal)
         return x if self.norm is None else self.norm(x)
 
 

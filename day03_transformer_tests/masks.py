@@ -6,13 +6,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from common import checks
+
 
 def pad_sequences(sequences: Sequence, pad_id: int = 0, length: int | None = None) -> Tensor:
     """Stack token sequences of different lengths into one (batch, length) int64 tensor,
     padded at the end with `pad_id`; `length` defaults to the longest sequence's."""
     if len(sequences) == 0:
         raise ValueError("sequences must hold at least one sequence, got none")
-    tensors = [torch.as_tensor(sequence) for sequence in sequences]
+    pad_id = checks.as_int(pad_id, "pad_id")
+    # An empty list has no dtype of its own (torch makes it float32): it is no tokens.
+    tensors = [torch.as_tensor(sequence) if len(sequence) else torch.zeros(0, dtype=torch.long)
+               for sequence in sequences]
     for i, tensor in enumerate(tensors):
         if tensor.dim() != 1:
             raise ValueError(f"sequences[{i}] must be one-dimensional, got shape "
@@ -20,7 +25,7 @@ def pad_sequences(sequences: Sequence, pad_id: int = 0, length: int | None = Non
         if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
             raise TypeError(f"sequences[{i}] must hold integer token ids, got {tensor.dtype}")
     longest = max(len(tensor) for tensor in tensors)
-    length = longest if length is None else length
+    length = longest if length is None else checks.non_negative_int(length, "length")
     if length < longest:
         raise ValueError(f"length={length} is shorter than the longest sequence "
                          f"({longest} tokens)")
@@ -31,21 +36,29 @@ def pad_sequences(sequences: Sequence, pad_id: int = 0, length: int | None = Non
     return padded
 
 
+def check_token_ids(tokens: Tensor, name: str = "tokens") -> Tensor:
+    """Raise unless `tokens` is a (batch, length) tensor of integer token ids."""
+    if isinstance(tokens, Tensor) and (tokens.is_floating_point() or tokens.is_complex()
+                                       or tokens.dtype == torch.bool):
+        raise TypeError(f"{name} must be a tensor of integer token ids, got {tokens.dtype}")
+    return checks.tensor(tokens, name, dims=2, shape="(batch, length)")
+
+
 def padding_mask(tokens: Tensor, pad_id: int = 0) -> Tensor:
-    """(batch, 1, 1, length): True at the real tokens, which every query may attend to."""
-    if not isinstance(tokens, Tensor) or tokens.dim() != 2:
-        found = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
-        raise ValueError(f"tokens must be a (batch, length) tensor of token ids, got {found}")
-    return (tokens != pad_id)[:, None, None, :]
+    """(batch, length): True at the real tokens. Pass it as `key_padding_mask`."""
+    check_token_ids(tokens)
+    return tokens != checks.as_int(pad_id, "pad_id")
 
 
 def causal_mask(length: int, device: torch.device | str | None = None) -> Tensor:
-    """(length, length): True on and below the diagonal, so position t attends to <= t."""
-    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
-        raise ValueError(f"length must be a non-negative int, got {length!r}")
+    """(length, length): True on and below the diagonal, so position t attends to <= t.
+    The models take `causal=True` instead; this dense mask is for pictures and references."""
+    length = checks.non_negative_int(length, "length")
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()
 
 
 def target_mask(tokens: Tensor, pad_id: int = 0) -> Tensor:
-    """(batch, 1, length, length): the decoder's self-attention mask, causal and padding."""
-    return padding_mask(tokens, pad_id) & causal_mask(tokens.size(-1), tokens.device)
+    """(batch, 1, length, length): the decoder's self-attention as one dense mask, causal
+    and padding; what `causal=True, target_key_padding_mask=padding_mask(tokens)` mean."""
+    keys = padding_mask(tokens, pad_id)[:, None, None, :]
+    return keys & causal_mask(tokens.size(-1), tokens.device)

@@ -6,6 +6,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from common import checks
 from day01_transformer import PositionalEncoding, scaled_dot_product_attention
 from day01_transformer.attention import AttentionFunction
 from day02_encoder_decoder import (
@@ -15,7 +16,7 @@ from day02_encoder_decoder import (
     copy_into_torch_decoder,
     copy_into_torch_encoder,
 )
-from day03_transformer_tests.masks import causal_mask, padding_mask
+from day03_transformer_tests.masks import check_token_ids, padding_mask
 
 # The paper's table 3 (base and big), and two small ones for CPU experiments.
 CONFIGURATIONS = {
@@ -38,10 +39,9 @@ class Transformer(nn.Module):
                  norm_first: bool = False, final_norm: bool | None = None,
                  attention: AttentionFunction = scaled_dot_product_attention):
         super().__init__()
-        for name, value in (("source_vocab_size", source_vocab_size),
-                            ("target_vocab_size", target_vocab_size)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        source_vocab_size = checks.positive_int(source_vocab_size, "source_vocab_size")
+        target_vocab_size = checks.positive_int(target_vocab_size, "target_vocab_size")
+        share_embeddings = checks.as_bool(share_embeddings, "share_embeddings")
         if share_embeddings and source_vocab_size != target_vocab_size:
             raise ValueError(f"share_embeddings=True needs one vocabulary, but "
                              f"source_vocab_size={source_vocab_size} and "
@@ -79,38 +79,66 @@ class Transformer(nn.Module):
 
     def embed(self, tokens: Tensor, embedding: nn.Embedding, name: str = "tokens") -> Tensor:
         """Dropout(sqrt(d_model) * E[tokens] + PE), checking the ids and the length."""
-        if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.is_complex() \
-                or tokens.dtype == torch.bool:
-            found = tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__
-            raise TypeError(f"{name} must be a tensor of integer token ids, got {found}")
-        if tokens.dim() != 2:
-            raise ValueError(f"{name} must have shape (batch, length), got {tuple(tokens.shape)}")
+        check_token_ids(tokens, name)
         if tokens.size(1) > self.max_len:
             raise ValueError(f"{name} has length {tokens.size(1)}, longer than the positional "
                              f"table's max_len={self.max_len}")
-        vocab_size = embedding.num_embeddings
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
-            raise ValueError(f"{name} token ids must be in [0, {vocab_size}), got ids from "
-                             f"{tokens.min().item()} to {tokens.max().item()}")
+        self._check_id_range(tokens, embedding.num_embeddings, name)
         scaled = embedding(tokens) * math.sqrt(self.d_model)
         return self.embedding_dropout(self.positional_encoding(scaled))
 
-    def encode(self, source: Tensor, source_mask: Tensor | None = None) -> Tensor:
-        """source (batch, source_len) token ids -> memory (batch, source_len, d_model)."""
-        return self.encoder(self.embed(source, self.source_embedding, "source"), source_mask)
+    @staticmethod
+    def _check_id_range(tokens: Tensor, vocab_size: int, name: str) -> None:
+        """Token ids in [0, vocab_size). Eagerly on the CPU, a ValueError naming the ids found;
+        elsewhere (compiled, or on a GPU) an assertion on the device, so that the check
+        neither syncs with the host nor branches on tensor values."""
+        in_range = ((tokens >= 0) & (tokens < vocab_size)).all()
+        if torch.compiler.is_compiling() or tokens.device.type != "cpu":
+            torch._assert_async(in_range, f"{name} token ids must be in [0, {vocab_size})")
+        elif not in_range:
+            raise ValueError(f"{name} token ids must be in [0, {vocab_size}), got ids from "
+                             f"{tokens.min().item()} to {tokens.max().item()}")
+
+    def encode(self, source: Tensor, source_mask: Tensor | None = None, *,
+               source_key_padding_mask: Tensor | None = None) -> Tensor:
+        """source (batch, source_len) token ids -> memory (batch, source_len, d_model).
+        `source_key_padding_mask` (batch, source_len), True at real tokens: usually
+        padding_mask(source); `source_mask`, a general mask for anything else."""
+        x = self.embed(source, self.source_embedding, "source")
+        return self.encoder(x, source_mask, key_padding_mask=source_key_padding_mask)
 
     def decode(self, target: Tensor, memory: Tensor, target_mask: Tensor | None = None,
-               memory_mask: Tensor | None = None) -> Tensor:
-        """target (batch, target_len) token ids -> (batch, target_len, d_model)."""
+               memory_mask: Tensor | None = None, *,
+               target_key_padding_mask: Tensor | None = None,
+               memory_key_padding_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        """target (batch, target_len) token ids -> (batch, target_len, d_model); the masks
+        as in Day 2's `Decoder.forward`."""
         x = self.embed(target, self.target_embedding, "target")
-        return self.decoder(x, memory, target_mask, memory_mask)
+        if memory.dim() == 3 and x.size(0) != memory.size(0):
+            raise ValueError(f"target and memory must have the same batch size, got "
+                             f"{x.size(0)} and {memory.size(0)}")
+        return self.decoder(x, memory, target_mask, memory_mask,
+                            target_key_padding_mask=target_key_padding_mask,
+                            memory_key_padding_mask=memory_key_padding_mask, causal=causal)
 
     def forward(self, source: Tensor, target: Tensor, source_mask: Tensor | None = None,
-                target_mask: Tensor | None = None) -> Tensor:
+                target_mask: Tensor | None = None, *,
+                source_key_padding_mask: Tensor | None = None,
+                target_key_padding_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         """Log-probabilities (batch, target_len, target_vocab_size) of the next tokens.
-        source_mask: usually padding_mask(source); target_mask: usually target_mask(target)."""
-        memory = self.encode(source, source_mask)
-        return self.generator(self.decode(target, memory, target_mask, source_mask))
+        Usually source_key_padding_mask=padding_mask(source), causal=True and
+        target_key_padding_mask=padding_mask(target); `source_mask` and `target_mask` are
+        general masks for anything else (`source_mask` also masks the cross-attention)."""
+        check_token_ids(source, "source")
+        check_token_ids(target, "target")
+        if source.size(0) != target.size(0):
+            raise ValueError(f"source and target must have the same batch size, got "
+                             f"{source.size(0)} and {target.size(0)}")
+        memory = self.encode(source, source_mask, source_key_padding_mask=source_key_padding_mask)
+        hidden = self.decode(target, memory, target_mask, source_mask,
+                             target_key_padding_mask=target_key_padding_mask,
+                             memory_key_padding_mask=source_key_padding_mask, causal=causal)
+        return self.generator(hidden)
 
 
 def copy_into_torch_transformer(ours: Transformer, theirs: nn.Transformer) -> None:
@@ -150,21 +178,22 @@ def greedy_decode(model: Transformer, source: Tensor, max_len: int, start_id: in
                   end_id: int | None = None, pad_id: int = 0) -> Tensor:
     """The most probable next token, step by step: (batch, 1 + steps) tokens beginning with
     `start_id`; after `end_id` a sequence continues with `pad_id`. Runs in eval mode."""
-    if not isinstance(max_len, int) or max_len < 1 or max_len + 1 > model.max_len:
+    max_len = checks.positive_int(max_len, "max_len")
+    if max_len + 1 > model.max_len:
         raise ValueError(f"max_len must be an int from 1 to {model.max_len - 1} (the "
                          f"positional table's max_len={model.max_len} less the start token), "
                          f"got {max_len!r}")
     was_training = model.training
     model.eval()
     try:
-        source_mask = padding_mask(source, pad_id)
-        memory = model.encode(source, source_mask)
+        keeps_source = padding_mask(source, pad_id)
+        memory = model.encode(source, source_key_padding_mask=keeps_source)
         tokens = torch.full((source.size(0), 1), start_id, dtype=torch.long,
                             device=source.device)
         finished = torch.zeros(source.size(0), dtype=torch.bool, device=source.device)
         for _ in range(max_len):
-            hidden = model.decode(tokens, memory, causal_mask(tokens.size(1), source.device),
-                                  source_mask)
+            hidden = model.decode(tokens, memory, causal=True,
+                                  memory_key_padding_mask=keeps_source)
             next_token = model.generator(hidden[:, -1]).argmax(dim=-1)
             next_token = next_token.masked_fill(finished, pad_id)
             tokens = torch.cat([tokens, next_token[:, None]], dim=1)

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from day03_transformer_tests.masks import pad_sequences, padding_mask, target_mask
+from common import checks
+from day03_transformer_tests.masks import pad_sequences, padding_mask
 from day03_transformer_tests.model import Transformer, greedy_decode
 
 
@@ -17,22 +18,36 @@ def label_smoothing_loss(log_probs: Tensor, target: Tensor, smoothing: float = 0
                          ignore_index: int = 0) -> Tensor:
     """Cross-entropy against (1 - smoothing) on the target token plus smoothing spread
     uniformly over the vocabulary, averaged over the positions whose target is not
-    `ignore_index`. log_probs (..., vocab), target (...)."""
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+    `ignore_index`. log_probs (..., vocab), target (...). With no such position (every
+    target ignored) the loss is 0, with zero gradients, not the NaN of an empty mean."""
+    smoothing = checks.as_float(smoothing, "smoothing", 0.0, 1.0, exclusive_maximum=True)
+    checks.floating_tensor(log_probs, "log_probs")
+    if isinstance(target, torch.Tensor) and target.is_floating_point():
+        raise TypeError(f"target must hold integer token ids, got {target.dtype}")
+    checks.tensor(target, "target")
+    if log_probs.dim() == 0 or log_probs.shape[:-1] != target.shape:
+        raise ValueError(f"log_probs (..., vocab) and target (...) must agree, got shapes "
+                         f"{tuple(log_probs.shape)} and {tuple(target.shape)}")
     keep = target != ignore_index
     log_probs, target = log_probs[keep], target[keep]
+    vocab_size = log_probs.size(-1)
+    if target.numel() and not 0 <= int(target.min()) <= int(target.max()) < vocab_size:
+        raise ValueError(f"target ids must be in [0, {vocab_size}) (the vocabulary of "
+                         f"log_probs), got ids from {int(target.min())} to {int(target.max())}")
     nll = -log_probs.gather(-1, target[:, None]).squeeze(-1)  # -log p(right token)
     uniform = -log_probs.mean(dim=-1)                         # -mean log p over the vocabulary
-    return ((1.0 - smoothing) * nll + smoothing * uniform).mean()
+    losses = (1.0 - smoothing) * nll + smoothing * uniform
+    return losses.mean() if losses.numel() else log_probs.sum() * 0.0
 
 
 def learning_rate(step: int, d_model: int, warmup_steps: int = 4000,
                   factor: float = 1.0) -> float:
     """The paper's schedule, factor * d_model^-0.5 * min(step^-0.5, step *
     warmup_steps^-1.5), for steps counted from 1 (the paper's factor is 1)."""
-    if step < 1:
-        raise ValueError(f"step must be at least 1, got {step}")
+    step = checks.positive_int(step, "step")
+    d_model = checks.positive_int(d_model, "d_model")
+    warmup_steps = checks.positive_int(warmup_steps, "warmup_steps")
+    factor = checks.positive_float(factor, "factor")
     return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup_steps ** -1.5)
 
 PAD, BOS, EOS = 0, 1, 2  # symbols are 3, 4, ...
@@ -49,6 +64,17 @@ class ReversalTask:
     min_len: int = 3
     max_len: int = 10
 
+    def __post_init__(self):
+        self.num_symbols = checks.positive_int(self.num_symbols, "num_symbols")
+        self.min_len = checks.positive_int(self.min_len, "min_len")
+        self.max_len = checks.positive_int(self.max_len, "max_len")
+        if self.min_len > self.max_len:
+            raise ValueError(f"min_len={self.min_len} must not exceed max_len={self.max_len}")
+
+    def count(self) -> int:
+        """How many different sequences the task can draw."""
+        return sum(self.num_symbols ** length for length in range(self.min_len, self.max_len + 1))
+
     @property
     def vocab_size(self) -> int:
         return EOS + 1 + self.num_symbols
@@ -62,8 +88,15 @@ class ReversalTask:
 
     def sample(self, batch_size: int, generator: torch.Generator,
                exclude: frozenset = frozenset()) -> tuple[Tensor, Tensor]:
-        """(source, target) padded batches; sequences in `exclude` (tuples) are redrawn."""
-        sequences = self.draw(batch_size, generator)
+        """(source, target) padded batches; sequences in `exclude` (tuples) are redrawn.
+        Raises ValueError when `exclude` holds every sequence, rather than redraw forever."""
+        symbols = range(EOS + 1, self.vocab_size)
+        possible = sum(self.min_len <= len(s) <= self.max_len and all(t in symbols for t in s)
+                       for s in exclude)
+        if possible >= self.count():
+            raise ValueError(f"exclude holds all {self.count()} sequences of the task: "
+                             f"none is left to draw")
+        sequences = self.draw(checks.positive_int(batch_size, "batch_size"), generator)
         for i in range(batch_size):
             while tuple(sequences[i].tolist()) in exclude:  # held out: draw another
                 sequences[i] = self.draw(1, generator)[0]
@@ -81,8 +114,8 @@ def teacher_forced_accuracy(model: Transformer, source: Tensor, target: Tensor) 
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        log_probs = model(source, target[:, :-1], padding_mask(source, PAD),
-                          target_mask(target[:, :-1], PAD))
+        log_probs = model(source, target[:, :-1], source_key_padding_mask=padding_mask(source, PAD),
+                          target_key_padding_mask=padding_mask(target[:, :-1], PAD), causal=True)
     model.train(was_training)
     labels = target[:, 1:]
     right = (log_probs.argmax(dim=-1) == labels) | (labels == PAD)
@@ -98,6 +131,9 @@ def train_reversal(model: Transformer, task: ReversalTask, steps: int, batch_siz
     Every `validate_every` steps it measures `validation` (source, target) and at the end
     keeps the weights that did best there (the latest among equals). Returns the loss of
     every step and the (step, validation accuracy) pairs."""
+    steps = checks.positive_int(steps, "steps")
+    batch_size = checks.positive_int(batch_size, "batch_size")
+    validate_every = checks.positive_int(validate_every, "validate_every")
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # lr = 1.0 * learning_rate(step)
@@ -108,8 +144,8 @@ def train_reversal(model: Transformer, task: ReversalTask, steps: int, batch_siz
     for step in bar:
         source, target = task.sample(batch_size, generator, exclude)
         decoder_input, labels = target[:, :-1], target[:, 1:]  # predict the next token
-        log_probs = model(source, decoder_input, padding_mask(source, PAD),
-                          target_mask(decoder_input, PAD))
+        log_probs = model(source, decoder_input, source_key_padding_mask=padding_mask(source, PAD),
+                          target_key_padding_mask=padding_mask(decoder_input, PAD), causal=True)
         loss = label_smoothing_loss(log_probs, labels, smoothing, ignore_index=PAD)
         optimizer.zero_grad()
         loss.backward()

@@ -5,14 +5,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common import checks
+
 
 def check_images(images: Tensor, patch_size: int, in_channels: int | None = None) -> None:
     """Raise a ValueError unless `images` is (batch, channels, height, width) with `in_channels`
-    channels (if given) and a height and width that `patch_size` divides."""
-    if not isinstance(images, Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+    channels (if given) and a height and width that `patch_size` divides; a TypeError unless
+    they are floating point (uint8 pixels must first be converted, e.g. images.float() / 255)."""
+    if isinstance(images, Tensor) and images.dim() != 4:
         raise ValueError(f"images must be a 4-D tensor (batch, channels, height, width), "
-                         f"got shape {shape}")
+                         f"got shape {tuple(images.shape)}")
+    if isinstance(images, Tensor) and not images.is_floating_point():
+        raise TypeError(f"images must be floating point, got {images.dtype}; convert pixels "
+                        f"first, for example images.float() / 255")
+    checks.floating_tensor(images, "images", dims=4, shape="(batch, channels, height, width)")
+    patch_size = checks.positive_int(patch_size, "patch_size")
     _, channels, height, width = images.shape
     if in_channels is not None and channels != in_channels:
         raise ValueError(f"images have {channels} channels, expected in_channels={in_channels}")
@@ -41,10 +48,9 @@ class PatchEmbedding(nn.Module):
 
     def __init__(self, patch_size: int, in_channels: int, d_model: int):
         super().__init__()
-        for name, value in (("patch_size", patch_size), ("in_channels", in_channels),
-                            ("d_model", d_model)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        patch_size = checks.positive_int(patch_size, "patch_size")
+        in_channels = checks.positive_int(in_channels, "in_channels")
+        d_model = checks.positive_int(d_model, "d_model")
         self.patch_size, self.in_channels, self.d_model = patch_size, in_channels, d_model
         # kernel = stride = P: the kernel visits every patch once and only once
         self.projection = nn.Conv2d(in_channels, d_model, kernel_size=patch_size,
@@ -53,6 +59,9 @@ class PatchEmbedding(nn.Module):
     def grid_size(self, images: Tensor) -> tuple[int, int]:
         """(rows, columns) of the patch grid of `images`, after checking them."""
         check_images(images, self.patch_size, self.in_channels)
+        if images.dtype != self.projection.weight.dtype:
+            raise TypeError(f"images have dtype {images.dtype} but the module's parameters are "
+                            f"{self.projection.weight.dtype}: convert one of them with .to(dtype)")
         return images.size(2) // self.patch_size, images.size(3) // self.patch_size
 
     def forward(self, images: Tensor) -> Tensor:
@@ -72,9 +81,7 @@ class ClassToken(nn.Module):
 
     def __init__(self, d_model: int, std: float = 0.02):
         super().__init__()
-        if not isinstance(d_model, int) or d_model <= 0:
-            raise ValueError(f"d_model must be a positive int, got {d_model!r}")
-        self.d_model = d_model
+        self.d_model = checks.positive_int(d_model, "d_model")
         self.token = nn.Parameter(torch.empty(1, 1, d_model))
         nn.init.trunc_normal_(self.token, std=std)  # as ViT's reference code initialises it
 
@@ -88,10 +95,12 @@ class ClassToken(nn.Module):
 
 def as_grid(grid_size: int | tuple[int, int], name: str = "grid_size") -> tuple[int, int]:
     """A grid size given as n or (rows, columns), as a (rows, columns) tuple of positive ints."""
-    grid = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
-    if len(grid) != 2 or not all(isinstance(n, int) and n > 0 for n in grid):
+    if not isinstance(grid_size, tuple | list):
+        size = checks.positive_int(grid_size, name)
+        return size, size
+    if len(grid_size) != 2:
         raise ValueError(f"{name} must be a positive int or (rows, columns), got {grid_size!r}")
-    return grid
+    return tuple(checks.positive_int(n, f"{name}[{i}]") for i, n in enumerate(grid_size))
 
 
 class PositionEmbedding(nn.Module):
@@ -100,9 +109,8 @@ class PositionEmbedding(nn.Module):
 
     def __init__(self, grid_size: int | tuple[int, int], d_model: int, std: float = 0.02):
         super().__init__()
-        if not isinstance(d_model, int) or d_model <= 0:
-            raise ValueError(f"d_model must be a positive int, got {d_model!r}")
-        self.grid_size, self.d_model = as_grid(grid_size), d_model
+        self.grid_size = as_grid(grid_size)
+        self.d_model = checks.positive_int(d_model, "d_model")
         rows, cols = self.grid_size
         self.embedding = nn.Parameter(torch.empty(1, 1 + rows * cols, d_model))
         nn.init.trunc_normal_(self.embedding, std=std)

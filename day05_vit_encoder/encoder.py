@@ -3,6 +3,7 @@
 
 from torch import Tensor, nn
 
+from common import checks
 from day01_transformer import (
     LayerNorm,
     MultiHeadAttention,
@@ -27,10 +28,14 @@ class ViTBlock(nn.Module):
         self.mlp = PositionwiseFeedForward(d_model, d_mlp, dropout, activation=nn.GELU())
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, z: Tensor, mask: Tensor | None = None) -> Tensor:
-        """z (batch, length, d_model) -> the same shape; `mask` boolean, True = may attend."""
+    def forward(self, z: Tensor, mask: Tensor | None = None, *,
+                key_padding_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        """z (batch, length, d_model) -> the same shape. The masks (True = may attend) are
+        Day 1's, passed to the attention function as they are; a ViT needs none."""
         normed = self.norm1(z)
-        z = z + self.dropout(self.self_attention(normed, normed, normed, mask))  # equation 2
+        attended = self.self_attention(normed, normed, normed, mask,
+                                       key_padding_mask=key_padding_mask, causal=causal)
+        z = z + self.dropout(attended)                                        # equation 2
         return z + self.dropout(self.mlp(self.norm2(z)))                        # equation 3
 
 
@@ -42,18 +47,19 @@ class ViTEncoder(nn.Module):
                  dropout: float = 0.0, eps: float = 1e-6,
                  attention: AttentionFunction = scaled_dot_product_attention):
         super().__init__()
-        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers <= 0:
-            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        num_layers = checks.positive_int(num_layers, "num_layers")
         self.blocks = nn.ModuleList(
             ViTBlock(d_model, num_heads, d_mlp, dropout, eps, attention)
             for _ in range(num_layers))
 
-    def forward(self, z: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, z: Tensor, mask: Tensor | None = None, *,
+                key_padding_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         for block in self.blocks:
-            z = block(z, mask)
+            z = block(z, mask, key_padding_mask=key_padding_mask, causal=causal)
         return z
 
     @property
     def last_attention_weights(self) -> list[Tensor | None]:
-        """Each block's attention weights (batch, heads, length, length) of the last call."""
+        """Each block's attention weights (batch, heads, length, length) of the last call;
+        None unless they were kept (`attention_weights_kept` of Day 1)."""
         return [block.self_attention.last_attention_weights for block in self.blocks]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common import checks
 from day06_vit_head.vit import ViT
 
 # A small ViT for 8x8 digits: 2x2 patches, a 4x4 grid.
@@ -50,6 +51,16 @@ def train_digits(epochs: int = 60, batch_size: int = 64, learning_rate: float = 
     """Train a ViT (DIGITS_VIT, updated by `config`) on the digits' training split with mixup
     of strength `mixup` (0: none); return it with its accuracies. `num_threads` sets
     torch's threads for the run (None: leave them as they are)."""
+    epochs = checks.positive_int(epochs, "epochs")
+    batch_size = checks.positive_int(batch_size, "batch_size")
+    learning_rate = checks.positive_float(learning_rate, "learning_rate")
+    weight_decay = checks.as_float(weight_decay, "weight_decay", minimum=0.0)
+    label_smoothing = checks.as_float(label_smoothing, "label_smoothing", 0.0, 1.0,
+                                      exclusive_maximum=True)
+    mixup = checks.as_float(mixup, "mixup", minimum=0.0)  # Beta(mixup, mixup); 0 is none
+    seed = checks.non_negative_int(seed, "seed")
+    if num_threads is not None:
+        num_threads = checks.positive_int(num_threads, "num_threads")
     threads = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
@@ -107,6 +118,9 @@ def _train(epochs, batch_size, learning_rate, weight_decay, label_smoothing, mix
 @torch.no_grad()
 def accuracy(model: ViT, images: Tensor, labels: Tensor) -> float:
     """The fraction of `images` that `model`, in evaluation mode, classifies right."""
+    if len(images) == 0 or len(images) != len(labels):
+        raise ValueError(f"images and labels must hold the same number, at least one, got "
+                         f"{len(images)} and {len(labels)}")
     was_training = model.training
     model.eval()
     correct = (model(images).argmax(-1) == labels).float().mean().item()

@@ -4,6 +4,7 @@
 import torch
 from torch import Tensor, nn
 
+from common import checks
 from day01_transformer import LayerNorm, scaled_dot_product_attention
 from day01_transformer.attention import AttentionFunction
 from day04_vit_patches import ClassToken, PatchEmbedding, PositionEmbedding, as_grid
@@ -16,8 +17,7 @@ class ClassificationHead(nn.Module):
 
     def __init__(self, d_model: int, num_classes: int, eps: float = 1e-6):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes <= 0:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        num_classes = checks.positive_int(num_classes, "num_classes")
         self.norm = LayerNorm(d_model, eps)
         self.linear = nn.Linear(d_model, num_classes)
 
@@ -40,8 +40,7 @@ class ViT(nn.Module):
                  attention: AttentionFunction = scaled_dot_product_attention):
         super().__init__()
         height, width = as_grid(image_size, "image_size")
-        if not isinstance(patch_size, int) or patch_size <= 0:
-            raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
+        patch_size = checks.positive_int(patch_size, "patch_size")
         if height % patch_size or width % patch_size:
             raise ValueError(f"image_size {height}x{width} is not divisible by "
                              f"patch_size={patch_size}")
@@ -80,7 +79,8 @@ class ViT(nn.Module):
 
     @property
     def last_attention_weights(self) -> list[Tensor | None]:
-        """Each block's attention weights (batch, heads, 1 + N, 1 + N) of the last call."""
+        """Each block's attention weights (batch, heads, 1 + N, 1 + N) of the last call, if
+        they were kept: `with attention_weights_kept(model):` (Day 1)."""
         return self.encoder.last_attention_weights
 
 

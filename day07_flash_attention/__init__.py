@@ -14,7 +14,6 @@ from .flash_attention import (
     check_attention_inputs,
     flash_attention,
     key_block_ranges,
-    mask_to_kernel_arguments,
     standard_attention,
     tiled_attention,
 )
@@ -28,7 +27,6 @@ __all__ = [
     "check_attention_inputs",
     "flash_attention",
     "key_block_ranges",
-    "mask_to_kernel_arguments",
     "standard_attention",
     "tiled_attention",
 ]

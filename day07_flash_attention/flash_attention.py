@@ -3,12 +3,12 @@
 
 """Standard attention, tiled attention in PyTorch and FlashAttention in Triton, with the
 same interface: (batch, heads, length, head_dim) inputs, causal (bottom-right) and key masks."""
-import math
-
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-from day01_transformer.attention import AttentionFunction, check_mask
+from common import checks
+from day01_transformer.attention import AttentionFunction, causal_mask
 
 # Dtypes of the PyTorch implementations; the Triton kernel takes the first three.
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -23,9 +23,9 @@ def check_attention_inputs(query: Tensor, key: Tensor, value: Tensor, causal: bo
     for name, tensor in tensors.items():
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dim() != 4 or 0 in tensor.shape:
-            raise ValueError(f"{name} must have shape (batch, heads, length, head_dim) with no "
-                             f"empty dimension, got {tuple(tensor.shape)}")
+        if tensor.dim() != 4 or tensor.size(3) == 0:
+            raise ValueError(f"{name} must have shape (batch, heads, length, head_dim) with "
+                             f"head_dim >= 1, got {tuple(tensor.shape)}")
         if tensor.dtype not in dtypes:
             raise TypeError(f"{name} has dtype {tensor.dtype}; expected one of "
                             f"{', '.join(str(d).removeprefix('torch.') for d in dtypes)}")
@@ -47,8 +47,7 @@ def check_attention_inputs(query: Tensor, key: Tensor, value: Tensor, causal: bo
                          f"{query.size(3)}, {key.size(3)} and {value.size(3)}")
     if max_head_dim is not None and query.size(3) > max_head_dim:
         raise ValueError(f"head_dim={query.size(3)} is not supported: at most {max_head_dim}")
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    checks.as_bool(causal, "causal")
     if key_mask is not None:
         if not isinstance(key_mask, Tensor) or key_mask.dtype != torch.bool:
             found = key_mask.dtype if isinstance(key_mask, Tensor) else type(key_mask).__name__
@@ -57,16 +56,8 @@ def check_attention_inputs(query: Tensor, key: Tensor, value: Tensor, causal: bo
         if tuple(key_mask.shape) != expected or key_mask.device != key.device:
             raise ValueError(f"key_mask must have shape (batch, key_len) = {expected} on "
                              f"{key.device}, got {tuple(key_mask.shape)} on {key_mask.device}")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float)
-                              or not math.isfinite(scale) or scale <= 0):
-        raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
-
-
-def causal_mask(query_len: int, key_len: int, device: torch.device | str | None = None) -> Tensor:
-    """(query_len, key_len) boolean, True where query i may attend to key j: j <= i + key_len -
-    query_len (the last query is aligned with the last key)."""
-    allowed = torch.ones(query_len, key_len, dtype=torch.bool, device=device)
-    return allowed.tril(diagonal=key_len - query_len)
+    if scale is not None:
+        checks.positive_float(scale, "scale")  # a NumPy number counts, a bool does not
 
 
 def attention_mask(causal: bool, key_mask: Tensor | None, query_len: int, key_len: int,
@@ -186,6 +177,7 @@ class TiledAttention(torch.autograd.Function):
         return output, lse
 
     @staticmethod
+    @once_differentiable  # a second derivative raises a clear error instead of a wrong value
     def backward(ctx, grad_output, grad_lse):
         query, key, value, output, lse, key_mask = ctx.saved_tensors
         causal, scale, block_q, block_k = ctx.settings
@@ -251,26 +243,40 @@ def _kernels():
     return kernels
 
 
+def _nothing_to_launch(query: Tensor, key: Tensor) -> bool:
+    """No query, or no key: the result is known (zeros) and a kernel grid would be empty."""
+    return query.numel() == 0 or key.size(2) == 0
+
+
 class FlashAttention(torch.autograd.Function):
     """The Triton kernels as a differentiable function; saves only the inputs, O and L."""
 
     @staticmethod
     def forward(ctx, query, key, value, causal, key_mask, scale):
-        output, lse = _kernels().flash_forward(query, key, value, causal, key_mask, scale)
+        if _nothing_to_launch(query, key):
+            output = torch.zeros_like(query, memory_format=torch.contiguous_format)
+            lse = query.new_full(query.shape[:3], float("-inf"), dtype=torch.float32)
+        else:
+            output, lse = _kernels().flash_forward(query, key, value, causal, key_mask, scale)
         ctx.save_for_backward(query, key, value, output, lse, key_mask)
         ctx.settings = (causal, scale)
         ctx.mark_non_differentiable(lse)
         return output, lse
 
     @staticmethod
+    @once_differentiable  # a second derivative raises a clear error instead of a wrong value
     def backward(ctx, grad_output, grad_lse):
         query, key, value, output, lse, key_mask = ctx.saved_tensors
         causal, scale = ctx.settings
+        if _nothing_to_launch(query, key):
+            return (torch.zeros_like(query), torch.zeros_like(key), torch.zeros_like(value),
+                    None, None, None)
         grads = _kernels().flash_backward(query, key, value, output, lse, grad_output, causal,
                                           key_mask, scale)
         return (*grads, None, None, None)
 
 
+@torch.compiler.disable  # the Triton launches stay outside a torch.compile graph
 def flash_attention(query: Tensor, key: Tensor, value: Tensor, causal: bool = False,
                     key_mask: Tensor | None = None, scale: float | None = None,
                     return_lse: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -291,40 +297,29 @@ def flash_attention(query: Tensor, key: Tensor, value: Tensor, causal: bool = Fa
     return (output, lse) if return_lse else output
 
 
-def mask_to_kernel_arguments(mask: Tensor | None, batch: int, heads: int, query_len: int,
-                             key_len: int) -> tuple[bool, Tensor | None]:
-    """Express the repository's boolean mask (True = may attend, broadcastable to (batch,
-    heads, query_len, key_len)) as (causal, key_mask) for the kernels. Raises ValueError when
-    the mask is not a causal mask, a key mask or their combination."""
-    if mask is None:
-        return False, None
-    shape = (batch, heads, query_len, key_len)
-    check_mask(mask, shape)
-    full = mask.expand(shape)
-    # The last query sees every key under bottom-right causality: its row is the key mask,
-    # and it must be the same for every head.
-    key_mask = full[:, 0, -1, :]
-    for causal in (False, True):
-        expected = key_mask[:, None, None, :]
-        if causal:
-            expected = expected & causal_mask(query_len, key_len, mask.device)
-        if torch.equal(expected.expand(shape), full):
-            return causal, (None if bool(key_mask.all()) else key_mask.contiguous())
-    raise ValueError(f"mask of shape {tuple(mask.shape)} is neither causal (bottom-right), a key "
-                     f"mask (batch, 1, 1, key_len) nor both: the kernels cannot express it; use "
-                     f"standard attention for this mask")
-
-
 def as_attention_function(attention=None) -> AttentionFunction:
-    """Wrap `flash_attention` (or `tiled_attention`, `standard_attention`) as the attention
-    function of `MultiHeadAttention`: (q, k, v, mask) -> (output, None)."""
+    """Wrap `flash_attention` (or `tiled_attention`, `standard_attention`) as an attention
+    function of the repository's interface (Day 1's `AttentionFunction`), for
+    `MultiHeadAttention`: (q, k, v, mask, key_padding_mask=, causal=) -> (output, None).
+
+    The structure goes to the kernel as it is: `key_padding_mask` becomes `key_mask`, and
+    `causal` stays `causal`. No mask value is read to choose what to compute. A general
+    `mask` has no kernel argument, so passing one is an error, decided by the argument
+    alone; use standard attention (Day 1's) for such masks."""
     attention = flash_attention if attention is None else attention
+    if not callable(attention):
+        raise TypeError(f"attention must be one of Day 7's attention functions, got "
+                        f"{type(attention).__name__}")
+    name = getattr(attention, "__name__", type(attention).__name__)
 
     def attention_function(query: Tensor, key: Tensor, value: Tensor,
-                           mask: Tensor | None = None) -> tuple[Tensor, None]:
-        batch, heads, query_len, _ = query.shape
-        causal, key_mask = mask_to_kernel_arguments(mask, batch, heads, query_len, key.size(2))
-        return attention(query, key, value, causal=causal, key_mask=key_mask), None
+                           mask: Tensor | None = None, *, key_padding_mask: Tensor | None = None,
+                           causal: bool = False) -> tuple[Tensor, None]:
+        if mask is not None:
+            raise ValueError(f"{name} takes the mask's structure (key_padding_mask, causal), "
+                             f"not a general mask; got mask of shape {tuple(mask.shape)}: pass "
+                             f"the structure, or use Day 1's scaled_dot_product_attention")
+        return attention(query, key, value, causal=causal, key_mask=key_padding_mask), None
 
-    attention_function.__name__ = f"{attention.__name__}_for_models"
+    attention_function.__name__ = f"{name}_for_models"
     return attention_function

@@ -1,13 +1,16 @@
 import sys
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
 matplotlib.use("Agg")
 
+from common import checks  # noqa: E402
 from common.env import get_device, in_colab, seed_everything  # noqa: E402
 from common.plotting import plot_attention, plot_attention_heads, plot_heatmap  # noqa: E402
+from common.testing import assert_error_names, error_of  # noqa: E402
 
 
 def test_seed_everything_makes_runs_repeat():
@@ -59,3 +62,69 @@ def test_common_layers_collects_the_day_layers():
         assert owners, f"common.layers.{name} is not a day's public name"
     assert {"MultiHeadAttention", "Transformer", "ViT", "flash_attention"} <= set(
         common.layers.__all__)
+
+
+# ---------------------------------------------------------------- common.checks
+
+@pytest.mark.parametrize("value, expected", [(3, 3), (np.int64(4), 4), (np.uint8(1), 1)])
+def test_ints_and_numpy_integers_are_ints(value, expected):
+    result = checks.positive_int(value, "size")
+    assert result == expected and type(result) is int
+
+
+@pytest.mark.parametrize("value", [True, 2.0, "2", None, np.float32(2.0), torch.tensor(2)])
+def test_a_bool_a_float_or_a_tensor_is_not_an_int(value):
+    assert_error_names(lambda: checks.positive_int(value, "size"), ["size", "int"], TypeError)
+
+
+@pytest.mark.parametrize("check, value, words", [
+    (checks.positive_int, 0, ["size", "positive int", "0"]),
+    (checks.non_negative_int, -1, ["size", "non-negative int", "-1"]),
+    (checks.positive_float, 0.0, ["size", "(0.0, inf)", "0.0"]),
+    (checks.positive_float, float("nan"), ["size", "nan"]),
+    (checks.positive_float, float("inf"), ["size", "inf"]),
+])
+def test_values_out_of_range_are_value_errors(check, value, words):
+    assert_error_names(lambda: check(value, "size"), words)
+
+
+def test_floats_take_numpy_numbers_and_ints_but_not_bools():
+    assert checks.positive_float(np.float32(0.25), "scale") == 0.25
+    assert type(checks.positive_float(np.float32(0.25), "scale")) is float
+    assert checks.as_float(1, "rate") == 1.0
+    assert_error_names(lambda: checks.as_float(True, "rate"), ["rate", "True"], TypeError)
+    assert_error_names(lambda: checks.as_float(1.0, "p", 0.0, 1.0, exclusive_maximum=True),
+                       ["p", "[0.0, 1.0)", "1.0"])
+
+
+def test_bools_take_numpy_bools_but_not_truthy_values():
+    assert checks.as_bool(np.True_, "causal") is True
+    for value in (1, "yes", None, torch.tensor(True)):
+        assert_error_names(lambda value=value: checks.as_bool(value, "causal"), ["causal"],
+                           TypeError)
+
+
+def test_tensor_checks_name_the_dimensions_and_dtypes():
+    assert_error_names(lambda: checks.tensor(torch.zeros(3), "tokens", dims=2,
+                                             shape="(batch, length)"),
+                       ["tokens", "(batch, length)", "(3,)"])
+    assert_error_names(lambda: checks.floating_tensor(torch.zeros(3, dtype=torch.long), "x"),
+                       ["x", "torch.int64", "float32"], TypeError)
+    assert_error_names(lambda: checks.tensor([1, 2], "x"), ["x", "torch.Tensor", "list"],
+                       TypeError)
+    assert_error_names(lambda: checks.same_dtype({"a": torch.zeros(1),
+                                                  "b": torch.zeros(1).double()}),
+                       ["a", "b", "torch.float64"], TypeError)
+
+
+# ---------------------------------------------------------------- common.testing
+
+def test_error_of_returns_the_message_and_fails_without_an_error():
+    def refuse():
+        raise ValueError("x must be positive, got -1")
+
+    assert error_of(refuse) == "x must be positive, got -1"
+    with pytest.raises(AssertionError, match="expected ValueError"):
+        error_of(lambda: None)
+    with pytest.raises(AssertionError, match=r"does not name \['y'\]"):
+        assert_error_names(refuse, ["x", "y"])

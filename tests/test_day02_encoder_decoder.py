@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from day01_transformer import scaled_dot_product_attention
+from common.testing import assert_error_names
+from day01_transformer import attention_weights_kept, scaled_dot_product_attention
 from day02_encoder_decoder import (
     Decoder,
     DecoderLayer,
@@ -18,8 +19,6 @@ from day02_encoder_decoder import (
     copy_into_torch_encoder,
     copy_into_torch_encoder_layer,
 )
-
-from helpers import assert_error_names
 
 D_MODEL, HEADS, D_FF, BATCH, SRC, TGT, LAYERS = 32, 4, 64, 3, 9, 6, 2
 KEEPS_SOURCE = torch.arange(SRC) < torch.tensor([9, 5, 2])[:, None]     # (batch, SRC)
@@ -47,7 +46,8 @@ def their_decoder(norm_first, final_norm):
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
-@pytest.mark.parametrize("mask", ["none", "padding", "causal"])
+@pytest.mark.parametrize("mask", ["none", "padding", "causal", "padding-structure",
+                                  "causal-structure"])
 def test_encoder_layer_equals_torch(norm_first, mask):
     ours = EncoderLayer(D_MODEL, HEADS, D_FF, norm_first=norm_first).eval()
     theirs = nn.TransformerEncoderLayer(D_MODEL, HEADS, D_FF, batch_first=True,
@@ -55,10 +55,15 @@ def test_encoder_layer_equals_torch(norm_first, mask):
     copy_into_torch_encoder_layer(ours, theirs)
     x = torch.randn(BATCH, SRC, D_MODEL)
     causal = torch.ones(SRC, SRC, dtype=torch.bool).tril()
-    our_mask, torch_masks = {"none": (None, {}),
-                             "padding": (SOURCE_MASK, {"src_key_padding_mask": ~KEEPS_SOURCE}),
-                             "causal": (causal, {"src_mask": ~causal})}[mask]
-    assert_close(ours(x, our_mask), theirs(x, **torch_masks))
+    our_masks, torch_masks = {
+        "none": ({}, {}),
+        "padding": ({"mask": SOURCE_MASK}, {"src_key_padding_mask": ~KEEPS_SOURCE}),
+        "causal": ({"mask": causal}, {"src_mask": ~causal}),
+        "padding-structure": ({"key_padding_mask": KEEPS_SOURCE},
+                              {"src_key_padding_mask": ~KEEPS_SOURCE}),
+        "causal-structure": ({"causal": True}, {"src_mask": ~causal}),
+    }[mask]
+    assert_close(ours(x, **our_masks), theirs(x, **torch_masks))
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
@@ -128,10 +133,14 @@ def test_padded_source_positions_change_nothing_else():
     decoder = Decoder(LAYERS, D_MODEL, HEADS, D_FF).eval()
     source, target = torch.randn(BATCH, SRC, D_MODEL), torch.randn(BATCH, TGT, D_MODEL)
     noisy = torch.where(KEEPS_SOURCE[:, :, None], source, torch.randn_like(source))
-    memory, noisy_memory = encoder(source, SOURCE_MASK), encoder(noisy, SOURCE_MASK)
+    memory = encoder(source, key_padding_mask=KEEPS_SOURCE)
+    noisy_memory = encoder(noisy, key_padding_mask=KEEPS_SOURCE)
     assert torch.equal(noisy_memory[KEEPS_SOURCE], memory[KEEPS_SOURCE])
-    assert torch.equal(decoder(target, noisy_memory, TARGET_MASK, SOURCE_MASK),
-                       decoder(target, memory, TARGET_MASK, SOURCE_MASK))
+    masks = dict(causal=True, target_key_padding_mask=KEEPS_TARGET,
+                 memory_key_padding_mask=KEEPS_SOURCE)
+    with attention_weights_kept(decoder):
+        assert torch.equal(decoder(target, noisy_memory, **masks),
+                           decoder(target, memory, **masks))
     weights = decoder.layers[0].cross_attention.last_attention_weights
     assert (weights[~SOURCE_MASK.expand_as(weights)] == 0).all()
 
@@ -165,9 +174,9 @@ def test_dropout_is_random_in_training_and_off_in_eval():
 def test_the_attention_function_reaches_every_multi_head_attention():
     calls = []
 
-    def counting_attention(q, k, v, mask):
+    def counting_attention(q, k, v, mask=None, **structure):
         calls.append(q.shape)
-        return scaled_dot_product_attention(q, k, v, mask)
+        return scaled_dot_product_attention(q, k, v, mask, **structure)
 
     encoder = Encoder(3, D_MODEL, HEADS, D_FF, attention=counting_attention)
     decoder = Decoder(3, D_MODEL, HEADS, D_FF, attention=counting_attention)
@@ -177,7 +186,6 @@ def test_the_attention_function_reaches_every_multi_head_attention():
 
 @pytest.mark.parametrize("call, words", [
     (lambda: Encoder(0, D_MODEL, HEADS, D_FF), ["num_layers", "0"]),
-    (lambda: Decoder(True, D_MODEL, HEADS, D_FF), ["num_layers", "True"]),
     (lambda: DecoderLayer(D_MODEL, HEADS, D_FF, dropout=1.5), ["dropout", "1.5"]),
     (lambda: Encoder(2, 30, 4, D_FF), ["d_model=30", "num_heads=4"]),
     (lambda: Generator(D_MODEL, 0), ["vocab_size", "0"]),
@@ -190,6 +198,23 @@ def test_the_attention_function_reaches_every_multi_head_attention():
 ])
 def test_bad_input_is_a_clear_value_error(call, words):
     assert_error_names(call, words)
+
+
+@torch.no_grad()
+def test_structure_arguments_equal_the_general_masks_they_describe():
+    encoder = Encoder(LAYERS, D_MODEL, HEADS, D_FF).eval()
+    decoder = Decoder(LAYERS, D_MODEL, HEADS, D_FF).eval()
+    source, target = torch.randn(BATCH, SRC, D_MODEL), torch.randn(BATCH, TGT, D_MODEL)
+    memory = encoder(source, key_padding_mask=KEEPS_SOURCE)
+    assert torch.equal(memory, encoder(source, SOURCE_MASK))
+    assert torch.equal(decoder(target, memory, causal=True, target_key_padding_mask=KEEPS_TARGET,
+                               memory_key_padding_mask=KEEPS_SOURCE),
+                       decoder(target, memory, TARGET_MASK, SOURCE_MASK))
+
+
+def test_a_bool_is_not_a_number_of_layers():
+    assert_error_names(lambda: Decoder(True, D_MODEL, HEADS, D_FF), ["num_layers", "True"],
+                       TypeError)
 
 
 def test_non_bool_norm_options_are_type_errors():

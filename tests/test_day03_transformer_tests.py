@@ -9,6 +9,7 @@ from torch import nn
 from torch.testing import assert_close
 from torch.utils.flop_counter import FlopCounterMode
 
+from common.testing import assert_error_names
 from day01_transformer import PositionalEncoding, scaled_dot_product_attention
 from day02_encoder_decoder import DecoderLayer, EncoderLayer
 from day03_transformer_tests import (
@@ -30,11 +31,14 @@ from day03_transformer_tests import (
     train_reversal,
 )
 
-from helpers import assert_error_names
-
 VOCAB = 20
 SOURCE = pad_sequences([[3, 4, 5, 6, 7, 8, 9, 2], [9, 10, 11, 2], [12, 2]])
 TARGET = pad_sequences([[1, 9, 8, 7, 6, 5, 4, 3], [1, 11, 10, 9], [1, 12, 3]])
+
+
+# The documented way: the masks' structure, not dense masks.
+MASKS = dict(source_key_padding_mask=padding_mask(SOURCE),
+             target_key_padding_mask=padding_mask(TARGET), causal=True)
 
 
 def tiny(**overrides):
@@ -49,9 +53,10 @@ def test_pad_sequences_and_masks():
     queries, keys = torch.arange(5)[:, None], torch.arange(5)[None, :]
     expected = (keys <= queries) & (keys < lengths[:, None, None])
     assert torch.equal(target_mask(batch)[:, 0], expected)
-    assert torch.equal(padding_mask(batch)[:, 0, 0], keys[0] < lengths[:, None])
+    assert torch.equal(padding_mask(batch), keys[0] < lengths[:, None])
     assert torch.equal(causal_mask(3), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1]]).bool())
-    assert padding_mask(batch).shape == (3, 1, 1, 5) and target_mask(batch).shape == (3, 1, 5, 5)
+    assert padding_mask(batch).shape == (3, 5) and target_mask(batch).shape == (3, 1, 5, 5)
+    assert pad_sequences([[]]).shape == (1, 0)  # an empty sequence is all padding
 
 
 def test_embeddings_are_scaled_and_shared():
@@ -63,18 +68,27 @@ def test_embeddings_are_scaled_and_shared():
     assert model.target_embedding.weight is E and model.generator.projection.weight is E
     separate = sum(p.numel() for p in tiny().parameters())
     assert separate - sum(p.numel() for p in model.parameters()) == 2 * VOCAB * 64
-    model(SOURCE, TARGET, padding_mask(SOURCE), target_mask(TARGET)).sum().backward()
+    model(SOURCE, TARGET, **MASKS).sum().backward()
     assert E.grad is not None and E.grad.abs().sum() > 0
 
 
 def test_forward_is_encode_then_decode_then_generator():
     model = tiny()
-    source_mask, mask = padding_mask(SOURCE), target_mask(TARGET)
-    log_probs = model(SOURCE, TARGET, source_mask, mask)
+    log_probs = model(SOURCE, TARGET, **MASKS)
     assert log_probs.shape == (3, 8, VOCAB)
-    memory = model.encode(SOURCE, source_mask)
+    memory = model.encode(SOURCE, source_key_padding_mask=padding_mask(SOURCE))
     assert memory.shape == (3, 8, 64)
-    assert_close(log_probs, model.generator(model.decode(TARGET, memory, mask, source_mask)))
+    hidden = model.decode(TARGET, memory, causal=True, target_key_padding_mask=padding_mask(TARGET),
+                          memory_key_padding_mask=padding_mask(SOURCE))
+    assert_close(log_probs, model.generator(hidden))
+
+
+@torch.no_grad()
+def test_structure_arguments_equal_the_dense_masks_they_describe():
+    model = tiny()
+    dense_source = padding_mask(SOURCE)[:, None, None, :]
+    assert torch.equal(model(SOURCE, TARGET, **MASKS),
+                       model(SOURCE, TARGET, dense_source, target_mask(TARGET)))
 
 
 @pytest.mark.parametrize("final_norm", [None, True], ids=["paper", "final-norm"])
@@ -94,7 +108,7 @@ def test_whole_model_equals_torch_transformer(final_norm):
                     memory_key_padding_mask=SOURCE == 0)
     expected = torch.log_softmax(nn.functional.linear(hidden, E, ours.generator.projection.bias),
                                  -1)
-    assert_close(ours(SOURCE, TARGET, padding_mask(SOURCE), target_mask(TARGET)), expected)
+    assert_close(ours(SOURCE, TARGET, **MASKS), expected)
 
 
 def test_copy_into_torch_transformer_refuses_its_final_norms_for_the_paper_model():
@@ -105,14 +119,14 @@ def test_copy_into_torch_transformer_refuses_its_final_norms_for_the_paper_model
 @torch.no_grad()
 def test_padded_source_tokens_and_future_target_tokens_change_nothing():
     model = tiny()
-    reference = model(SOURCE, TARGET, padding_mask(SOURCE), target_mask(TARGET))
+    reference = model(SOURCE, TARGET, **MASKS)
     noisy = torch.where(SOURCE == 0, torch.randint(1, VOCAB, SOURCE.shape), SOURCE)
-    assert torch.equal(model(noisy, TARGET, padding_mask(SOURCE), target_mask(TARGET)),
-                       reference)
+    assert torch.equal(model(noisy, TARGET, **MASKS), reference)
     future = TARGET.clone()
     future[:, 4:] = torch.randint(1, VOCAB, (3, 4))
-    changed = model(SOURCE, future, padding_mask(SOURCE), causal_mask(8))
-    unmasked = model(SOURCE, TARGET, padding_mask(SOURCE), causal_mask(8))
+    keeps_source = padding_mask(SOURCE)
+    changed = model(SOURCE, future, source_key_padding_mask=keeps_source, causal=True)
+    unmasked = model(SOURCE, TARGET, source_key_padding_mask=keeps_source, causal=True)
     assert torch.equal(changed[:, :4], unmasked[:, :4])
 
 
@@ -195,8 +209,8 @@ def test_greedy_decode_agrees_with_teacher_forcing_and_pads_after_the_end():
     assert model.training  # the mode is restored
     assert decoded.shape[0] == 3 and decoded.shape[1] <= 7 and (decoded[:, 0] == 1).all()
     with torch.no_grad():
-        predicted = model.eval()(SOURCE, decoded[:, :-1], padding_mask(SOURCE),
-                                 causal_mask(decoded.size(1) - 1)).argmax(-1)
+        predicted = model.eval()(SOURCE, decoded[:, :-1], causal=True,
+                                 source_key_padding_mask=padding_mask(SOURCE)).argmax(-1)
     is_end = decoded[:, 1:] == 5
     before_end = torch.cumsum(is_end, 1) - is_end.long() == 0
     assert torch.equal(predicted[before_end], decoded[:, 1:][before_end])
@@ -233,12 +247,12 @@ def test_training_smoke_run_lowers_the_loss(one_thread):
 def test_the_attention_function_reaches_all_3n_attentions():
     calls = []
 
-    def counting_attention(q, k, v, mask):
+    def counting_attention(q, k, v, mask=None, **structure):
         calls.append(q.shape)
-        return scaled_dot_product_attention(q, k, v, mask)
+        return scaled_dot_product_attention(q, k, v, mask, **structure)
 
     model = Transformer.from_config("tiny", VOCAB, VOCAB, attention=counting_attention)
-    model(SOURCE, TARGET, padding_mask(SOURCE), target_mask(TARGET))
+    model(SOURCE, TARGET, **MASKS)
     assert len(calls) == 3 * CONFIGURATIONS["tiny"]["num_layers"]
 
 
@@ -260,9 +274,45 @@ def test_the_attention_function_reaches_all_3n_attentions():
     (lambda: label_smoothing_loss(torch.zeros(2, 3), torch.ones(2, dtype=torch.long), 1.0),
      ["smoothing", "1.0"]),
     (lambda: learning_rate(0, 512), ["step", "0"]),
+    (lambda: learning_rate(1, 0), ["d_model", "0"]),
+    (lambda: learning_rate(1, 512, warmup_steps=0), ["warmup_steps", "0"]),
+    (lambda: ReversalTask(min_len=5, max_len=3), ["min_len=5", "max_len=3"]),
+    (lambda: ReversalTask(num_symbols=0), ["num_symbols", "0"]),
+    (lambda: ReversalTask(2, 1, 1).sample(2, torch.Generator(), frozenset({(3,), (4,)})),
+     ["exclude", "all 2 sequences"]),
+    (lambda: train_reversal(tiny(), ReversalTask(), steps=1, batch_size=2, warmup_steps=1,
+                            validate_every=0, progress=False), ["validate_every", "0"]),
+    (lambda: label_smoothing_loss(torch.zeros(2, 3), torch.ones(3, dtype=torch.long)),
+     ["log_probs", "target", "(2, 3)", "(3,)"]),
+    (lambda: label_smoothing_loss(torch.zeros(2, 3), torch.tensor([1, 3])),
+     ["target ids", "[0, 3)", "to 3"]),
+    (lambda: tiny()(SOURCE, TARGET[:2]), ["source and target", "3 and 2"]),
 ])
 def test_bad_input_is_a_clear_value_error(call, words):
     assert_error_names(call, words)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: pad_sequences([[1, 2]], pad_id=0.5), ["pad_id", "0.5"]),
+    (lambda: padding_mask(SOURCE, pad_id=True), ["pad_id", "True"]),
+    (lambda: padding_mask(SOURCE.float()), ["tokens", "integer", "float32"]),
+    (lambda: learning_rate(1.5, 512), ["step", "1.5"]),
+])
+def test_bad_input_type_is_a_clear_type_error(call, words):
+    assert_error_names(call, words, TypeError)
+
+
+def test_label_smoothing_with_every_target_ignored_is_zero_not_nan():
+    log_probs = torch.randn(2, 4, 5).log_softmax(-1).requires_grad_()
+    loss = label_smoothing_loss(log_probs, torch.zeros(2, 4, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and (log_probs.grad == 0).all()
+
+
+def test_an_exclusion_that_leaves_some_sequences_still_samples():
+    task = ReversalTask(2, 1, 1)
+    source, _ = task.sample(4, torch.Generator().manual_seed(0), frozenset({(3,)}))
+    assert (source[:, 0] == 4).all()
 
 
 def test_float_token_ids_are_a_type_error():

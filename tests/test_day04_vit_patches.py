@@ -3,14 +3,14 @@
 import warnings
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.testing import assert_close
 
-from day04_vit_patches import ClassToken, PatchEmbedding, PositionEmbedding, patchify
-
-from helpers import assert_error_names
+from common.testing import assert_error_names
+from day04_vit_patches import ClassToken, PatchEmbedding, PositionEmbedding, as_grid, patchify
 
 
 def test_each_patch_is_its_image_region_and_patchify_equals_unfold():
@@ -46,6 +46,30 @@ def test_bad_images_are_value_errors_with_the_numbers(images, words):
     embedding = PatchEmbedding(16, 3, 8)
     for call in (embedding, embedding.unfold_and_project):
         assert_error_names(partial(call, images), words)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: PatchEmbedding(16, 3, 8)(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)),
+     ["images", "torch.uint8", "images.float() / 255"]),
+    (lambda: PatchEmbedding(16, 3, 8)(torch.zeros(1, 3, 32, 32, dtype=torch.float64)),
+     ["images", "torch.float64", "torch.float32"]),
+    (lambda: patchify(torch.zeros(1, 3, 8, 8), 2.0), ["patch_size", "2.0"]),
+    (lambda: as_grid(True), ["grid_size", "True"]),
+    (lambda: as_grid((4, 2.5)), ["grid_size[1]", "2.5"]),
+])
+def test_bad_types_are_type_errors_that_name_the_argument(call, words):
+    assert_error_names(call, words, TypeError)
+
+
+@pytest.mark.parametrize("patch_size", [0, -2])
+def test_patchify_refuses_a_patch_size_below_one(patch_size):
+    assert_error_names(lambda: patchify(torch.zeros(1, 3, 8, 8), patch_size),
+                       ["patch_size", str(patch_size)])
+
+
+def test_numpy_integers_are_sizes():
+    assert as_grid(np.int64(4)) == (4, 4) and as_grid((np.int32(2), 3)) == (2, 3)
+    assert all(type(n) is int for n in as_grid(np.int64(4)))
 
 
 def test_bad_configuration_is_a_value_error():

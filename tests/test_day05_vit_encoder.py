@@ -8,11 +8,14 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from day01_transformer import copy_into_torch_attention, scaled_dot_product_attention
+from common.testing import assert_error_names
+from day01_transformer import (
+    attention_weights_kept,
+    copy_into_torch_attention,
+    scaled_dot_product_attention,
+)
 from day02_encoder_decoder import Encoder
 from day05_vit_encoder import ViTBlock, ViTEncoder
-
-from helpers import assert_error_names
 
 D_MODEL, HEADS, D_MLP = 48, 3, 192
 
@@ -72,6 +75,9 @@ def test_encoder_equals_torch_encoder_and_keeps_every_blocks_attention():
         copy_into_torch_layer(ours, theirs)
     z = torch.randn(2, 17, D_MODEL)
     assert_close(encoder(z), reference(z))
+    assert encoder.last_attention_weights == [None] * 3  # kept only when asked
+    with attention_weights_kept(encoder):
+        encoder(z)
     weights = encoder.last_attention_weights
     assert len(weights) == 3 and all(w.shape == (2, HEADS, 17, 17) for w in weights)
     assert_close(weights[0].sum(-1), torch.ones(2, HEADS, 17))
@@ -80,9 +86,9 @@ def test_encoder_equals_torch_encoder_and_keeps_every_blocks_attention():
 def test_the_attention_argument_reaches_every_block():
     calls = []
 
-    def recording_attention(query, key, value, mask):
+    def recording_attention(query, key, value, mask=None, **structure):
         calls.append(tuple(query.shape))
-        return scaled_dot_product_attention(query, key, value, mask)
+        return scaled_dot_product_attention(query, key, value, mask, **structure)
 
     encoder = ViTEncoder(3, D_MODEL, HEADS, D_MLP, attention=recording_attention).eval()
     plain = ViTEncoder(3, D_MODEL, HEADS, D_MLP).eval()
@@ -96,15 +102,19 @@ def test_a_mask_is_passed_to_attention():
     encoder = ViTEncoder(2, D_MODEL, HEADS, D_MLP).eval()
     z = torch.randn(1, 6, D_MODEL)
     keeps = torch.tensor([True] * 4 + [False] * 2)  # the last two tokens are padding
-    masked = encoder(z, keeps[None, None, None, :])
-    assert_close(masked[:, :4], encoder(z[:, :4]))
+    with attention_weights_kept(encoder):
+        masked = encoder(z, key_padding_mask=keeps[None])
     assert (encoder.last_attention_weights[-1][..., 4:] == 0).all()
+    assert_close(masked[:, :4], encoder(z[:, :4]))
+    assert torch.equal(masked, encoder(z, keeps[None, None, None, :]))  # as a general mask
 
 
 @pytest.mark.parametrize("call, words", [
     (lambda: ViTEncoder(0, D_MODEL, HEADS, D_MLP), ["num_layers", "0"]),
     (lambda: ViTBlock(50, 3, D_MLP), ["d_model=50", "num_heads=3"]),
     (lambda: ViTBlock(D_MODEL, HEADS, D_MLP)(torch.randn(2, 5, 64)), ["48", "(2, 5, 64)"]),
+    (lambda: ViTBlock(D_MODEL, HEADS, D_MLP, eps=-1e-6), ["eps", "-1e-06"]),
+    (lambda: ViTBlock(D_MODEL, HEADS, D_MLP, eps=0.0), ["eps", "0.0"]),
 ])
 def test_bad_configuration_or_input_is_a_value_error(call, words):
     assert_error_names(call, words)

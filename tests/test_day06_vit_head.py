@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from common.testing import assert_error_names
 from day06_vit_head import (
     VIT_CONFIGS,
     ViT,
@@ -16,9 +17,7 @@ from day06_vit_head import (
     hugging_face_config,
     parameter_counts,
 )
-from day06_vit_head.training import load_digits_split, train_digits
-
-from helpers import assert_error_names
+from day06_vit_head.training import accuracy, load_digits_split, train_digits
 
 with warnings.catch_warnings():  # transformers' import of tqdm.auto may warn; harmless
     warnings.simplefilter("ignore")
@@ -157,6 +156,22 @@ def test_bad_input_is_a_value_error_with_the_numbers(call, words):
     assert_error_names(lambda: call(model), words)
 
 
+@pytest.mark.parametrize("call, words, error", [
+    (lambda m: m(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)), ["torch.uint8", "/ 255"],
+     TypeError),
+    (lambda m: m(torch.zeros(1, 3, 32, 32, dtype=torch.float64)), ["torch.float64"], TypeError),
+    (lambda m: ViT(image_size=8.0), ["image_size", "8.0"], TypeError),
+    (lambda m: train_digits(batch_size=0), ["batch_size", "0"], ValueError),
+    (lambda m: train_digits(mixup=-1), ["mixup", "-1"], ValueError),
+    (lambda m: train_digits(epochs=True), ["epochs", "True"], TypeError),
+    (lambda m: accuracy(m, torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.long)),
+     ["images", "at least one", "0"], ValueError),
+])
+def test_bad_types_and_empty_inputs_get_errors_that_name_them(call, words, error):
+    model = ViT(**TINY)
+    assert_error_names(lambda: call(model), words, error)
+
+
 def test_the_head_reads_only_the_class_token():
     model = ViT(**TINY).eval()
     z = torch.randn(3, 17, 64)
@@ -169,9 +184,9 @@ def test_the_attention_argument_reaches_every_block():
 
     calls = []
 
-    def recording_attention(query, key, value, mask):
+    def recording_attention(query, key, value, mask=None, **structure):
         calls.append(tuple(query.shape))
-        return scaled_dot_product_attention(query, key, value, mask)
+        return scaled_dot_product_attention(query, key, value, mask, **structure)
 
     model = ViT(**TINY, attention=recording_attention)
     model(torch.randn(2, 3, 32, 32))

@@ -13,6 +13,7 @@ import torch
 if not torch.cuda.is_available():  # before Triton is imported: the kernels run interpreted
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import numpy as np
 import pytest
 from torch.nn import functional as F
 from torch.nn.attention.bias import causal_lower_right
@@ -27,7 +28,6 @@ from day07_flash_attention import (
     flash_attention,
     kernels,
     key_block_ranges,
-    mask_to_kernel_arguments,
     standard_attention,
     tiled_attention,
 )
@@ -316,14 +316,51 @@ def test_flash_refuses_what_it_does_not_support():
     assert "scale" in message
     message = error_message(lambda: flash_attention(q, q, q, causal=1))
     assert "causal" in message
-    message = error_message(lambda: flash_attention(q, q, q[:, :, :0]))
-    assert "value" in message and "empty" in message
+    message = error_message(lambda: flash_attention(q, q, q, scale=True))
+    assert message.startswith("TypeError") and "scale" in message and "True" in message
+    message = error_message(lambda: flash_attention(q[..., :0], q[..., :0], q[..., :0]))
+    assert "query" in message and "head_dim >= 1" in message
     if kernels.INTERPRETED:  # the interpreter's bfloat16 tl.dot is wrong: refused, not wrong
         message = error_message(lambda: flash_attention(q.bfloat16(), q.bfloat16(),
                                                         q.bfloat16()))
         assert message.startswith("TypeError") and "bfloat16" in message
         message = error_message(lambda: kernels.check_kernel_device(torch.empty(1, device="meta")))
         assert "CPU tensors" in message
+
+
+def test_scale_may_be_a_numpy_number():
+    q = randn(1, 1, 4, 8)
+    assert_close(flash_attention(q, q, q, scale=np.float32(0.25)),
+                 standard_attention(q, q, q, scale=0.25))
+
+
+@pytest.mark.parametrize("attention", [tiled_attention, flash_attention])
+@pytest.mark.parametrize("shape", [(0, 2, 5, 8), (1, 0, 5, 8), (1, 2, 0, 8)])
+def test_empty_batches_heads_and_queries_agree_with_standard(attention, shape):
+    q = randn(*shape, requires_grad=True)
+    k = randn(*shape[:2], 3, shape[3], requires_grad=True)
+    output = attention(q, k, k)
+    assert output.shape == shape and torch.equal(output, standard_attention(q, k, k))
+    output.sum().backward()
+    assert q.grad.shape == shape and (k.grad == 0).all()
+
+
+@pytest.mark.parametrize("attention", [tiled_attention, flash_attention])
+def test_no_keys_give_zeros_like_standard(attention):
+    q, k = randn(1, 2, 3, 8, requires_grad=True), randn(1, 2, 0, 8, requires_grad=True)
+    output, lse = attention(q, k, k, return_lse=True)
+    assert (output == 0).all() and lse.isneginf().all()
+    assert torch.equal(output, standard_attention(q, k, k))
+    output.sum().backward()
+    assert (q.grad == 0).all()
+
+
+@pytest.mark.parametrize("attention", [tiled_attention, flash_attention])
+def test_double_backward_is_a_clear_error(attention):
+    q = randn(1, 1, 4, 8, requires_grad=True)
+    (grad,) = torch.autograd.grad(attention(q, q, q).square().sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
 
 
 def test_tiled_refuses_bad_blocks():
@@ -334,31 +371,24 @@ def test_tiled_refuses_bad_blocks():
 
 # ---------------------------------------------------------------- applied to the models
 
-def test_mask_to_kernel_arguments():
-    batch, heads, length = 3, 2, 6
-    lengths = torch.tensor([6, 4, 1])
-    keeps = torch.arange(length) < lengths[:, None]
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    assert mask_to_kernel_arguments(None, batch, heads, length, length) == (False, None)
-    assert mask_to_kernel_arguments(causal, batch, heads, length, length) == (True, None)
-    assert mask_to_kernel_arguments(torch.ones(1, 1, 1, length, dtype=torch.bool), batch, heads,
-                                    length, length) == (False, None)
-    is_causal, key_mask = mask_to_kernel_arguments(keeps[:, None, None, :], batch, heads, length,
-                                                   length)
-    assert not is_causal and torch.equal(key_mask, keeps)
-    is_causal, key_mask = mask_to_kernel_arguments(causal & keeps[:, None, None, :], batch, heads,
-                                                   length, length)
-    assert is_causal and torch.equal(key_mask, keeps)
-    assert mask_to_kernel_arguments(causal_mask(4, 6), 1, 1, 4, 6) == (True, None)
-    positions = torch.arange(length)
-    for bad in ((positions[:, None] - positions).abs() <= 1,        # a local window
-                causal.T,                                           # top-right
-                keeps[:, None, :, None].expand(3, 1, 6, 6),         # a query mask
-                torch.stack([causal, torch.ones_like(causal)])[None]):  # different per head
-        with pytest.raises(ValueError, match="cannot express"):
-            mask_to_kernel_arguments(bad, batch, heads, length, length)
-    with pytest.raises(TypeError, match="boolean"):
-        mask_to_kernel_arguments(causal.float(), batch, heads, length, length)
+def test_the_adapter_passes_the_structure_without_reading_mask_values():
+    """as_attention_function renames key_padding_mask to key_mask and reads no mask value:
+    a mask on the meta device, which has no values, goes through to the attention."""
+    seen = {}
+
+    def spy(query, key, value, causal=False, key_mask=None):
+        seen.update(causal=causal, key_mask=key_mask)
+        return query
+
+    adapted = as_attention_function(spy)
+    q = torch.empty(2, 1, 4, 8, device="meta")
+    keeps = torch.empty(2, 4, dtype=torch.bool, device="meta")
+    output, weights = adapted(q, q, q, key_padding_mask=keeps, causal=True)
+    assert output is q and weights is None
+    assert seen == {"causal": True, "key_mask": keeps}
+    assert adapted.__name__ == "spy_for_models"
+    with pytest.raises(ValueError, match="general mask"):
+        adapted(q, q, q, torch.empty(4, 4, dtype=torch.bool, device="meta"))
 
 
 @pytest.mark.parametrize("attention", [flash_attention, tiled_attention])
@@ -369,21 +399,20 @@ def test_multi_head_attention_with_flash_equals_standard(attention):
     swapped = MultiHeadAttention(d_model, heads, attention=as_attention_function(attention))
     swapped.to(DEVICE).load_state_dict(standard.state_dict())
     x, memory = randn(batch, 6, d_model), randn(batch, 9, d_model)
-    causal = torch.ones(6, 6, dtype=torch.bool, device=DEVICE).tril()
     keeps_source = torch.arange(9, device=DEVICE) < torch.tensor([9, 5, 2], device=DEVICE)[:, None]
     keeps_target = torch.arange(6, device=DEVICE) < torch.tensor([6, 4, 3], device=DEVICE)[:, None]
-    for query, source, mask in [(x, x, None), (x, x, causal),
-                                (x, memory, keeps_source[:, None, None, :]),
-                                (x, x, causal & keeps_target[:, None, None, :])]:
+    for query, source, masks in [(x, x, {}), (x, x, {"causal": True}),
+                                 (x, memory, {"key_padding_mask": keeps_source}),
+                                 (x, x, {"causal": True, "key_padding_mask": keeps_target})]:
         outputs = []
         for model in (standard, swapped):
             model.zero_grad()
-            output = model(query, source, source, mask)
+            output = model(query, source, source, **masks)
             output.square().sum().backward()
             outputs.append([output.detach()] + [p.grad.clone() for p in model.parameters()])
         assert_close(outputs[1], outputs[0])
         assert swapped.last_attention_weights is None
-    with pytest.raises(ValueError, match="cannot express"):
+    with pytest.raises(ValueError, match="general mask"):
         swapped(x, x, x, torch.rand(6, 6, device=DEVICE) > 0.5)
 
 
@@ -458,7 +487,6 @@ def test_day3_transformer_with_flash_equals_standard():
         greedy_decode,
         pad_sequences,
         padding_mask,
-        target_mask,
     )
 
     torch.manual_seed(0)
@@ -471,7 +499,8 @@ def test_day3_transformer_with_flash_equals_standard():
     upstream = randn(3, 6, 12)
     outputs = []
     for model in (standard, flash):
-        log_probabilities = model(source, target, padding_mask(source), target_mask(target))
+        log_probabilities = model(source, target, source_key_padding_mask=padding_mask(source),
+                                  target_key_padding_mask=padding_mask(target), causal=True)
         (log_probabilities * upstream).sum().backward()
         outputs.append([log_probabilities.detach()] + [p.grad for p in model.parameters()])
     assert_close(outputs[1], outputs[0])

@@ -1,4 +1,4 @@
-"""DESIGN.md's dependency direction: common's infrastructure imports no day, a day imports
+"""CONTRIBUTING.md's dependency direction: common's infrastructure imports no day, a day imports
 only earlier days, and no day imports the collection `common.layers`."""
 
 import ast

@@ -36,3 +36,24 @@ def test_every_generated_module_has_a_notebook(tmp_path):
                  if p.read_text().startswith(GENERATED_HEADER)}
     orphans = sorted(str(p.relative_to(REPOSITORY_ROOT)) for p in generated - expected)
     assert not orphans, f"generated modules that no notebook generates: {orphans}"
+
+
+def test_the_command_without_arguments_prints_its_usage(capsys):
+    from common import notebooks
+
+    with pytest.raises(SystemExit) as stopped:
+        notebooks.main([])
+    assert stopped.value.code == 2
+    assert "python -m common.notebooks export" in capsys.readouterr().err
+
+
+def test_the_command_says_so_when_it_finds_no_notebooks(monkeypatch, tmp_path, capsys):
+    """In a regular install the notebooks are not beside the modules: fail, don't do nothing."""
+    from common import notebooks
+
+    monkeypatch.setattr(notebooks, "day_notebooks", lambda: [])
+    monkeypatch.setattr(notebooks, "REPOSITORY_ROOT", tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        notebooks.main(["export"])
+    assert stopped.value.code == 1
+    assert "no day notebooks" in capsys.readouterr().err

@@ -1,0 +1,108 @@
+"""Argument checks with one rule for every day (CONTRIBUTING.md, "Errors users get").
+
+- A bool is not a number: `True` is refused where a size or a rate is expected, although
+  Python counts it as the int 1.
+- A NumPy scalar counts as the Python number it holds: `np.int64(4)` is an int and
+  `np.float32(0.25)` a float, since both come out of NumPy code all the time.
+- Every error names the argument, the value it got and what was expected.
+
+Each check returns the value converted to the plain Python type, so that callers store an
+`int`, not an `np.int64`.
+"""
+
+import math
+import numbers
+
+import torch
+from torch import Tensor
+
+
+def _describe(value) -> str:
+    return f"{value!r} ({type(value).__name__})" if not isinstance(value, Tensor) else (
+        f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}")
+
+
+def as_int(value, name: str, minimum: int | None = None) -> int:
+    """`value` as an int, if it is an int or a NumPy integer (not a bool) >= `minimum`."""
+    if isinstance(value, bool | Tensor) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {_describe(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        wanted = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+        raise ValueError(f"{name} must be {wanted}, got {value}")
+    return value
+
+
+def positive_int(value, name: str) -> int:
+    """`value` as an int >= 1."""
+    return as_int(value, name, minimum=1)
+
+
+def non_negative_int(value, name: str) -> int:
+    """`value` as an int >= 0."""
+    return as_int(value, name, minimum=0)
+
+
+def as_float(value, name: str, minimum: float | None = None, maximum: float | None = None,
+             exclusive_minimum: bool = False, exclusive_maximum: bool = False) -> float:
+    """`value` as a finite float, from an int, a float or a NumPy number (not a bool), within
+    [minimum, maximum]; either end can be made exclusive."""
+    if isinstance(value, bool | Tensor) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {_describe(value)}")
+    value = float(value)
+    low = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
+    high = maximum is not None and (value >= maximum if exclusive_maximum else value > maximum)
+    if not math.isfinite(value) or low or high:
+        interval = (f"{'(' if exclusive_minimum else '['}"
+                    f"{'-inf' if minimum is None else minimum}, "
+                    f"{'inf' if maximum is None else maximum}"
+                    f"{')' if exclusive_maximum or maximum is None else ']'}")
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return value
+
+
+def positive_float(value, name: str) -> float:
+    """`value` as a finite float > 0."""
+    return as_float(value, name, minimum=0.0, exclusive_minimum=True)
+
+
+def as_bool(value, name: str) -> bool:
+    """`value` as a bool, if it is a bool or a NumPy bool (a truthy string is not one)."""
+    if isinstance(value, bool):
+        return value
+    if type(value).__name__ == "bool" and type(value).__module__ == "numpy":  # np.bool_
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {_describe(value)}")
+
+
+def tensor(value, name: str, dims: int | tuple[int, ...] | None = None,
+           dtypes: tuple[torch.dtype, ...] | None = None, shape: str | None = None) -> Tensor:
+    """`value`, if it is a tensor with `dims` dimensions and one of `dtypes`. `shape`
+    describes the expected shape in the message, for example "(batch, length)"."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    allowed = (dims,) if isinstance(dims, int) else dims
+    if allowed is not None and value.dim() not in allowed:
+        wanted = shape or " or ".join(f"{d}-D" for d in allowed)
+        raise ValueError(f"{name} must have shape {wanted}, got {tuple(value.shape)}")
+    if dtypes is not None and value.dtype not in dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise TypeError(f"{name} has dtype {value.dtype}; expected one of {names}")
+    return value
+
+
+FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def floating_tensor(value, name: str, dims: int | tuple[int, ...] | None = None,
+                    shape: str | None = None) -> Tensor:
+    """`value`, if it is a floating-point tensor (float16, bfloat16, float32 or float64)."""
+    return tensor(value, name, dims, FLOATING_DTYPES, shape)
+
+
+def same_dtype(tensors: dict[str, Tensor]) -> None:
+    """All the named tensors share one dtype (no silent promotion)."""
+    dtypes = {t.dtype for t in tensors.values()}
+    if len(dtypes) > 1:
+        found = ", ".join(f"{name}={t.dtype}" for name, t in tensors.items())
+        raise TypeError(f"{', '.join(tensors)} must share one dtype, got {found}")

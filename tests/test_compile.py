@@ -1,0 +1,69 @@
+"""The models compile as one graph (CONTRIBUTING.md, "One attention interface"): no `forward`
+branches in Python on tensor values, which would be a graph break under torch.compile and a
+host synchronisation on a GPU. `aot_eager` traces forward and backward without needing a C
+compiler; `fullgraph=True` turns any graph break into an error."""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from day01_transformer import MultiHeadAttention, scaled_dot_product_attention
+from day03_transformer_tests import Transformer, pad_sequences, padding_mask
+from day06_vit_head import DIGITS_VIT, ViT
+from day07_flash_attention import as_attention_function, tiled_attention
+
+ATTENTIONS = {"standard": scaled_dot_product_attention,
+              "tiled": as_attention_function(tiled_attention)}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compile_cache():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def assert_compiled_equal(model, *args, **kwargs):
+    """The compiled model gives the eager model's outputs and parameter gradients."""
+    results = []
+    for run in (model, torch.compile(model, fullgraph=True, backend="aot_eager")):
+        model.zero_grad()
+        output = run(*args, **kwargs)
+        output.square().sum().backward()
+        results.append([output.detach()] + [p.grad.clone() for p in model.parameters()])
+    assert_close(results[1], results[0])
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_multi_head_attention_compiles(attention):
+    mha = MultiHeadAttention(16, 4, attention=ATTENTIONS[attention])
+    x, memory = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    keeps = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
+    assert_compiled_equal(mha, x, x, x, causal=True)
+    assert_compiled_equal(mha, x, memory, memory, key_padding_mask=keeps)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_transformer_with_masks_compiles(attention):
+    torch.manual_seed(0)
+    model = Transformer(12, 12, num_layers=2, d_model=16, num_heads=4, d_ff=32, dropout=0.0,
+                        attention=ATTENTIONS[attention])
+    source = pad_sequences([[3, 4, 5, 6, 2], [7, 8, 2]])
+    target = pad_sequences([[1, 6, 5, 4, 3], [1, 8, 7]])
+    assert_compiled_equal(model, source, target, source_key_padding_mask=padding_mask(source),
+                          target_key_padding_mask=padding_mask(target), causal=True)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_vit_compiles(attention):
+    torch.manual_seed(0)
+    model = ViT(**{**DIGITS_VIT, "num_layers": 2}, attention=ATTENTIONS[attention])
+    assert_compiled_equal(model, torch.randn(3, 1, 8, 8))
+
+
+def test_compiled_transformer_still_refuses_token_ids_out_of_range():
+    model = Transformer(12, 12, num_layers=1, d_model=16, num_heads=4, d_ff=32, dropout=0.0)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    ids = torch.tensor([[3, 4, 12]])
+    with pytest.raises(RuntimeError, match=r"source token ids must be in \[0, 12\)"):
+        compiled(ids, ids)
