@@ -3,20 +3,16 @@
 
 """Benchmark of attention: standard, tiled (PyTorch), flash (Triton) and PyTorch's
 scaled_dot_product_attention backends; `--check` first checks the Triton kernel on a GPU.
+The measuring itself (timing with its spread, peak memory, environment, files) is
+`common.benchmark`'s; this module says what to measure.
 
     python -m day07_flash_attention.benchmark                # the default sweep of the device
     python -m day07_flash_attention.benchmark --check        # GPU: check, then the sweep
-    python -m day07_flash_attention.benchmark --help
+    python -m day07_flash_attention.benchmark --help         # each device's sweep, the files
 """
 import argparse
-import csv
-import gc
-import json
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,6 +22,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 import day07_flash_attention
+from common import benchmark as bench
 from day07_flash_attention.flash_attention import (
     causal_mask,
     flash_attention,
@@ -47,6 +44,29 @@ def attention_flops(batch: int, heads: int, query_len: int, key_len: int, head_d
     """4·B·H·Lq·Lk·d for the forward, half if causal; the backward adds 2.5 times that."""
     flops = 4.0 * batch * heads * query_len * key_len * head_dim * (0.5 if causal else 1.0)
     return flops * (3.5 if backward else 1.0)
+
+
+def method_supported(name: str, query: torch.Tensor, causal: bool) -> bool:
+    """Whether `name` can run on inputs like `query`, asked of the backend before running, so
+    that a real error of a supported backend is recorded as an error, not "unsupported"."""
+    if name in ("standard", "tiled", "sdpa_math"):
+        return True
+    if name == "triton":  # the kernels' own check of the device and dtype
+        try:
+            from day07_flash_attention import kernels
+
+            kernels.check_kernel_device(query)
+        except (ImportError, TypeError, ValueError):
+            return False
+        return True
+    if not query.is_cuda:  # PyTorch's CPU backends: its flash kernel and the math one
+        return name == "sdpa_flash"
+    from torch.backends import cuda
+
+    params = cuda.SDPAParams(query, query, query, None, 0.0, causal, False)
+    return {"sdpa_flash": cuda.can_use_flash_attention,
+            "sdpa_efficient": cuda.can_use_efficient_attention,
+            "sdpa_cudnn": cuda.can_use_cudnn_attention}[name](params)
 
 
 def attention_method(name: str, causal: bool, device: str) -> Callable:
@@ -81,18 +101,9 @@ def make_inputs(batch, heads, seq_len, head_dim, dtype, device, backward):
     return q, k, v, grad
 
 
-def time_cpu(run: Callable, min_seconds: float = 0.2, min_runs: int = 3) -> float:
-    """Median milliseconds of `run` over at least `min_runs` calls and `min_seconds`."""
-    times, started = [], time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - started < min_seconds:
-        start = time.perf_counter()
-        run()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
-
-
-def measure(function: Callable, inputs: tuple, backward: bool, device: str) -> dict:
-    """Milliseconds (median) and, on CUDA, peak MiB above the inputs, of one call."""
+def measure_attention(function: Callable, inputs: tuple, backward: bool, device: str) -> dict:
+    """Milliseconds (min, median, max) and, on CUDA, peak MiB above the inputs, of one call
+    of the forward, or of the forward and the backward."""
     q, k, v, grad = inputs
 
     def run():
@@ -105,22 +116,7 @@ def measure(function: Callable, inputs: tuple, backward: bool, device: str) -> d
             tensor.grad = None
 
     with torch.no_grad() if not backward else nullcontext():
-        run()  # warm up: compilation, caches
-        clear_grads()
-        if device != "cuda":
-            return {"ms": time_cpu(lambda: (run(), clear_grads())), "peak_mib": None}
-        import triton.testing
-
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        baseline = torch.cuda.memory_allocated()
-        run()
-        torch.cuda.synchronize()
-        peak_mib = (torch.cuda.max_memory_allocated() - baseline) / 2 ** 20
-        clear_grads()
-        ms = triton.testing.do_bench(run, grad_to_none=[q, k, v] if backward else None,
-                                     return_mode="median")
-    return {"ms": ms, "peak_mib": peak_mib}
+        return bench.measure(run, device, clear_grads, [q, k, v] if backward else None)
 
 
 def run_sweep(seq_lens, head_dims, methods=METHODS, modes=MODES, causal=(False, True),
@@ -138,27 +134,26 @@ def run_sweep(seq_lens, head_dims, methods=METHODS, modes=MODES, causal=(False, 
         backward = mode == "forward+backward"
         row = {"method": method, "mode": mode, "causal": is_causal, "dtype": str(dtype)[6:],
                "batch": batch, "heads": heads, "seq_len": seq_len, "head_dim": head_dim,
-               "status": "ok", "ms": None, "tflops": None, "peak_mib": None, "note": ""}
+               "status": "ok", "ms": None, "ms_min": None, "ms_max": None, "tflops": None,
+               "peak_mib": None, "note": ""}
+        inputs = None
         try:
             inputs = make_inputs(batch, heads, seq_len, head_dim, dtype, device, backward)
-            row.update(measure(attention_method(method, is_causal, device), inputs, backward,
-                               device))
-            flops = attention_flops(batch, heads, seq_len, seq_len, head_dim, is_causal,
-                                    backward)
-            row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
-        except torch.OutOfMemoryError:
-            row["status"] = "OOM"
+            if not method_supported(method, inputs[0], is_causal):
+                row.update(status="unsupported", note=f"{method} cannot run these inputs here")
+            else:
+                row.update(measure_attention(attention_method(method, is_causal, device),
+                                             inputs, backward, device))
+                flops = attention_flops(batch, heads, seq_len, seq_len, head_dim, is_causal,
+                                        backward)
+                row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
         except (RuntimeError, TypeError, ValueError) as error:
             message = str(error).strip().splitlines()
-            unsupported = method.startswith("sdpa") or "not supported" in str(error)
-            row["status"] = ("OOM" if "out of memory" in str(error).lower() else
-                             "unsupported" if unsupported else "error")
+            row["status"] = "OOM" if bench.is_out_of_memory(error) else "error"
             row["note"] = message[0][:160] if message else type(error).__name__
         finally:
             inputs = None
-            if device == "cuda":
-                gc.collect()  # autograd graphs of a failed call can hold memory in cycles
-                torch.cuda.empty_cache()
+            bench.release_memory(device)
         rows.append(row)
         if checkpoint is not None:
             checkpoint(rows)
@@ -177,97 +172,38 @@ def add_speedups(rows: list[dict]) -> None:
         row["speedup"] = baseline / row["ms"] if baseline and row["ms"] else None
 
 
+TABLE_COLUMNS = [("method", "method", ""), ("mode", "mode", ""), ("causal", "causal", ""),
+                 ("seq_len", "N", "d"), ("head_dim", "d", "d"), ("ms_min", "min ms", ".3f"),
+                 ("ms", "median ms", ".3f"), ("ms_max", "max ms", ".3f"),
+                 ("tflops", "TFLOP/s", ".3f"), ("peak_mib", "peak MiB", ".1f"),
+                 ("speedup", "x standard", ".2f")]
+
+
 def format_table(rows: list[dict]) -> str:
-    """The measurements as a fixed-width text table."""
-    header = (f"{'method':15s} {'mode':16s} {'causal':6s} {'N':>6s} {'d':>4s} {'ms':>10s} "
-              f"{'TFLOP/s':>8s} {'peak MiB':>9s} {'x standard':>10s}")
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        if r["status"] == "ok":
-            peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:9.1f}"
-            speedup = "-" if r["speedup"] is None else f"{r['speedup']:10.2f}"
-            numbers = f"{r['ms']:10.3f} {r['tflops']:8.3f} {peak:>9s} {speedup:>10s}"
-        else:
-            numbers = f"{r['status']:>10s}  {r['note'][:60]}"
-        lines.append(f"{r['method']:15s} {r['mode']:16s} {str(r['causal']):6s} "
-                     f"{r['seq_len']:6d} {r['head_dim']:4d} {numbers}")
-    return "\n".join(lines)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(device: str) -> dict:
-    """Where the numbers come from: device, versions, and when."""
-    info = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    if device == "cuda":
-        properties = torch.cuda.get_device_properties(0)
-        info.update(device_name=properties.name, cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version(),
-                    capability=".".join(map(str, torch.cuda.get_device_capability(0))),
-                    memory_gib=round(properties.total_memory / 2 ** 30, 1),
-                    multiprocessors=properties.multi_processor_count)
-    else:
-        info["device_name"] = _cpu_name()
-        info["threads"] = torch.get_num_threads()
-    return info
-
-
-def plot_results(rows: list[dict], folder: Path, title: str) -> list[Path]:
-    """time.png and memory.png: one panel per (head_dim, causal, mode), lines per method."""
-    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
-
-    panels = sorted({(r["head_dim"], r["causal"], r["mode"]) for r in rows})
-    written = []
-    for quantity, label in (("ms", "time (ms)"), ("peak_mib", "peak memory (MiB)")):
-        if all(r[quantity] is None for r in rows):
-            continue
-        fig = Figure(figsize=(4.2 * len(panels), 3.8))
-        axes = fig.subplots(1, len(panels), squeeze=False)
-        for ax, (head_dim, causal, mode) in zip(axes[0], panels, strict=True):
-            for method in dict.fromkeys(r["method"] for r in rows):
-                points = [(r["seq_len"], r[quantity]) for r in rows
-                          if (r["method"], r["head_dim"], r["causal"], r["mode"])
-                          == (method, head_dim, causal, mode) and r[quantity] is not None]
-                if points:
-                    ax.loglog(*zip(*points, strict=True), "o-", base=2, label=method)
-            ax.set(title=f"d={head_dim}, {'causal' if causal else 'full'}, {mode}",
-                   xlabel="sequence length", ylabel=label)
-        axes[0][0].legend(fontsize=7)
-        fig.suptitle(title)
-        fig.tight_layout()
-        path = folder / ("time.png" if quantity == "ms" else "memory.png")
-        fig.savefig(path, dpi=110)
-        written.append(path)
-    return written
+    """The measurements as a fixed-width text table, the spread of the times included."""
+    return bench.format_table(rows, TABLE_COLUMNS)
 
 
 def save_results(rows: list[dict], metadata: dict, folder: Path) -> list[Path]:
-    """results.json (metadata and rows), results.csv and the plots, in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = folder / "results.json", folder / "results.csv"
-    json_path.write_text(json.dumps({"metadata": metadata, "rows": rows}, indent=1) + "\n")
-    with csv_path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    """results.json (metadata and rows), results.csv, and time.png and memory.png: one panel
+    per (head_dim, causal, mode), one line per method; memory.png only where measured."""
+    written = bench.save_rows(rows, metadata, folder)
     name = metadata.get("device_name", metadata["device"])
     title = f"{name}, {metadata['dtype']}, batch {metadata['batch']}, {metadata['heads']} heads"
-    return [json_path, csv_path, *plot_results(rows, folder, title)]
+
+    def panel(row):
+        return row["head_dim"], row["causal"], row["mode"]
+
+    def panel_title(key):
+        head_dim, causal, mode = key
+        return f"d={head_dim}, {'causal' if causal else 'full'}, {mode}"
+
+    for quantity, label, file in (("ms", "time (ms)", "time.png"),
+                                  ("peak_mib", "peak memory (MiB)", "memory.png")):
+        path = bench.plot_panels(rows, Path(folder) / file, quantity, label, "seq_len", panel,
+                                 panel_title, title=title)
+        written += [path] if path else []
+    return written
 
 
 def relative_error(result: torch.Tensor, reference: torch.Tensor) -> float:
@@ -346,27 +282,38 @@ DEFAULTS = {  # the sweep of each device kind
     "cpu": {"seq_lens": [128, 256, 512, 1024], "head_dims": [64], "batch": 1, "heads": 4,
             "dtype": "float32"},
 }
+OUTPUT_FILES = ("results.json (the device, versions, dtype, shapes and every measurement), "
+                "results.csv, time.png, memory.png (CUDA only) and, with --check, check.json")
+
+
+def _defaults_text() -> str:
+    return "\n".join(f"  {device}: " + ", ".join(f"{k}={v}" for k, v in sweep.items())
+                     for device, sweep in DEFAULTS.items())
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m day07_flash_attention.benchmark",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m day07_flash_attention.benchmark",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"default sweep of each device (an option overrides it):\n{_defaults_text()}\n"
+               f"files written to the output folder: {OUTPUT_FILES}")
+    positive = bench.positive_int_argument
     parser.add_argument("--device", choices=["cuda", "cpu"],
                         default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--seq-lens", type=int, nargs="+", help="sequence lengths N")
-    parser.add_argument("--head-dims", type=int, nargs="+", help="head dimensions d")
-    parser.add_argument("--batch", type=int)
-    parser.add_argument("--heads", type=int)
+    parser.add_argument("--seq-lens", type=positive, nargs="+", help="sequence lengths N")
+    parser.add_argument("--head-dims", type=positive, nargs="+", help="head dimensions d")
+    parser.add_argument("--batch", type=positive)
+    parser.add_argument("--heads", type=positive)
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--methods", nargs="+", choices=METHODS,
                         help="default: all (on a CPU, all but triton, whose interpreter is "
                              "not a speed)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--causal", choices=["both", "yes", "no"], default="both")
-    parser.add_argument("--threads", type=int,
-                        help="CPU threads for PyTorch (default: PyTorch's choice)")
-    parser.add_argument("--output", type=Path,
+    parser.add_argument("--threads", type=positive,
+                        help="CPU threads for PyTorch (default on a CPU: 1, whose times are "
+                             "steadier on shared cores)")
+    parser.add_argument("--output", type=bench.output_folder_argument,
                         help=f"folder for the results (default on CUDA: {RESULTS}; on a CPU: "
                              "a new temporary folder, since CPU numbers are not the "
                              "committed GPU results)")
@@ -389,20 +336,21 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
-    if args.threads:
+    if args.device == "cpu":
+        bench.set_cpu_threads(args.threads)
+    elif args.threads:
         torch.set_num_threads(args.threads)
     folder = args.output or (RESULTS if args.device == "cuda" else
                              Path(tempfile.mkdtemp(prefix="day07_benchmark_cpu_")))
     folder.mkdir(parents=True, exist_ok=True)
-    metadata = {**environment(args.device), "command": " ".join(sys.argv),
+    metadata = {**bench.environment(args.device), "command": " ".join(sys.argv),
                 "dtype": args.dtype, "batch": args.batch, "heads": args.heads,
                 "seq_lens": args.seq_lens, "head_dims": args.head_dims}
     if args.check:
         supported = [getattr(torch, d) for d in ("bfloat16", "float16")
                      if d == "float16" or torch.cuda.get_device_capability(0) >= (8, 0)]
         checks = check_kernel("cuda", supported)
-        (folder / "check.json").write_text(json.dumps({"metadata": metadata, "checks": checks},
-                                                      indent=1) + "\n")
+        bench.write_json(folder / "check.json", {"metadata": metadata, "checks": checks})
         for c in checks:
             print(f"check {c['dtype']:8s} {str(c['shape']):26s} causal={c['causal']!s:5s} "
                   f"{c['tensor']:6s} error {c['error']:.2e} (torch {c['torch_error']:.2e}) "
@@ -418,8 +366,8 @@ def main(argv=None) -> int:
     causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
 
     def checkpoint(rows):  # results.json so far, marked incomplete, in case the run is stopped
-        partial = {"metadata": {**metadata, "complete": False}, "rows": rows}
-        (folder / "results.json").write_text(json.dumps(partial, indent=1) + "\n")
+        bench.write_json(folder / "results.json",
+                         {"metadata": {**metadata, "complete": False}, "rows": rows})
 
     rows = run_sweep(args.seq_lens, args.head_dims, args.methods, args.modes, causal,
                      args.batch, args.heads, getattr(torch, args.dtype), args.device,

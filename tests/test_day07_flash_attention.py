@@ -443,6 +443,8 @@ def test_benchmark_main_on_cpu_writes_results(tmp_path, capsys):
     assert by_method["sdpa_efficient"] == {"unsupported"}  # a CUDA-only backend
     ok = [r for r in rows if r["status"] == "ok"]
     assert all(r["ms"] > 0 and r["tflops"] > 0 and r["peak_mib"] is None for r in ok)
+    assert all(0 < r["ms_min"] <= r["ms"] <= r["ms_max"] for r in ok)  # the spread
+    assert metadata["threads"] == 1  # the CPU default: steadier on shared cores
     assert all(r["speedup"] == 1.0 for r in ok if r["method"] == "standard")
     assert (tmp_path / "results.csv").read_text().startswith("method,mode,causal")
     assert (tmp_path / "time.png").stat().st_size > 0
@@ -470,6 +472,54 @@ def test_benchmark_arguments():
         benchmark.parse_arguments(["--device", "cpu", "--check"])
     args = benchmark.parse_arguments(["--device", "cpu"])
     assert "triton" not in args.methods and args.dtype == "float32"
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["--seq-lens", "0"], ["--seq-lens", "positive int", "0"]),
+    (["--batch", "-1"], ["--batch", "positive int", "-1"]),
+    (["--threads", "-1"], ["--threads", "-1"]),
+    (["--heads", "two"], ["--heads", "'two'"]),
+])
+def test_benchmark_refuses_bad_arguments_with_a_usage_error(arguments, words, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        benchmark.parse_arguments(["--device", "cpu", *arguments])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert all(word in error for word in words), error
+
+
+def test_benchmark_refuses_a_file_as_its_output_folder(tmp_path, capsys):
+    existing = tmp_path / "results.json"
+    existing.write_text("{}")
+    with pytest.raises(SystemExit):
+        benchmark.parse_arguments(["--device", "cpu", "--output", str(existing)])
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_benchmark_help_shows_each_devices_sweep_and_the_files(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_arguments(["--help"])
+    text = capsys.readouterr().out
+    assert "cuda: seq_lens=[1024, 2048, 4096, 8192, 16384]" in text
+    assert "cpu: seq_lens=[128, 256, 512, 1024]" in text
+    assert "results.json" in text and "results.csv" in text and "check.json" in text
+
+
+def test_unsupported_is_decided_before_running_and_a_real_error_is_an_error(monkeypatch):
+    q = randn(1, 1, 8, 16, device="cpu")
+    assert benchmark.method_supported("sdpa_math", q, True)
+    assert benchmark.method_supported("sdpa_flash", q, False)  # PyTorch's CPU flash kernel
+    assert not benchmark.method_supported("sdpa_efficient", q, False)  # CUDA only
+
+    def broken(q, k, v):
+        raise RuntimeError("an SDPA backend failed for a real reason")
+
+    monkeypatch.setattr(benchmark, "attention_method", lambda name, causal, device: broken)
+    rows = benchmark.run_sweep([16], [8], methods=("sdpa_math", "sdpa_efficient"),
+                               modes=("forward",), causal=(False,), batch=1, heads=1,
+                               dtype=torch.float32, device="cpu", progress=False)
+    assert [r["status"] for r in rows] == ["error", "unsupported"]
+    assert "real reason" in rows[0]["note"]
 
 
 def test_gpu_check_code_runs_here_in_float16():

@@ -1,0 +1,227 @@
+"""Measuring, for every day that times or weighs something (CONTRIBUTING.md, "Shared
+infrastructure"): timing with its spread, peak memory, the environment a number comes from,
+out-of-memory rows, and the output files (JSON, CSV, plots, a text table).
+
+- On CUDA, time is `triton.testing.do_bench`'s (it flushes the L2 cache and synchronises);
+  on a CPU, repeated `time.perf_counter` calls. Both report min, median and max.
+- Peak memory, on CUDA only: the peak of `torch.cuda.max_memory_allocated` during one call,
+  minus what was allocated before it (the inputs). PyTorch keeps no statistics of the CPU
+  allocator, so a CPU measurement has none.
+- A number that no run produced is never written: a row that failed says why ("OOM",
+  "unsupported", "error") and has no figures.
+"""
+
+import argparse
+import csv
+import gc
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import torch
+
+from common import checks
+
+STATUSES = ("ok", "OOM", "unsupported", "error")
+
+
+def time_cpu(run: Callable[[], object], min_seconds: float = 0.2, min_runs: int = 3) -> dict:
+    """Milliseconds of `run()` over at least `min_runs` calls and `min_seconds`:
+    {"ms": median, "ms_min": fastest, "ms_max": slowest}."""
+    min_seconds = checks.as_float(min_seconds, "min_seconds", minimum=0.0)
+    min_runs = checks.positive_int(min_runs, "min_runs")
+    times, started = [], time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - started < min_seconds:
+        start = time.perf_counter()
+        run()
+        times.append(1000 * (time.perf_counter() - start))
+    return {"ms": statistics.median(times), "ms_min": min(times), "ms_max": max(times)}
+
+
+def time_cuda(run: Callable[[], object], grad_to_none: Sequence[torch.Tensor] | None = None
+              ) -> dict:
+    """Milliseconds of `run()` on CUDA by `triton.testing.do_bench`: median, min and max."""
+    import triton.testing
+
+    fastest, median, slowest = triton.testing.do_bench(run, grad_to_none=grad_to_none,
+                                                       quantiles=[0.0, 0.5, 1.0])
+    return {"ms": median, "ms_min": fastest, "ms_max": slowest}
+
+
+def peak_cuda_mib(run: Callable[[], object]) -> float:
+    """MiB that one call of `run()` allocates at its peak, above what was allocated before."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated()
+    run()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - baseline) / 2 ** 20
+
+
+def measure(run: Callable[[], object], device: str,
+            reset: Callable[[], None] = lambda: None,
+            grad_to_none: Sequence[torch.Tensor] | None = None) -> dict:
+    """Time (min, median, max) and, on CUDA, peak MiB of `run()`, after one warm-up call.
+    `reset()` runs after every call (for example, to clear gradients)."""
+    run()  # warm up: compilation, caches, lazy initialisation
+    reset()
+    if device != "cuda":
+        return {**time_cpu(lambda: (run(), reset())), "peak_mib": None}
+    peak_mib = peak_cuda_mib(run)
+    reset()
+    return {**time_cuda(run, grad_to_none), "peak_mib": peak_mib}
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for PyTorch's out-of-memory error and for a backend's "out of memory" message."""
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def release_memory(device: str) -> None:
+    """After a failed call: autograd graphs can hold memory in reference cycles."""
+    if device == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str) -> dict:
+    """Where the numbers come from: the device, the versions, the threads, and when."""
+    info = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if device == "cuda":
+        properties = torch.cuda.get_device_properties(0)
+        info.update(device_name=properties.name, cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(),
+                    capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+                    memory_gib=round(properties.total_memory / 2 ** 30, 1),
+                    multiprocessors=properties.multi_processor_count)
+    else:
+        info.update(device_name=cpu_name(), threads=torch.get_num_threads())
+    return info
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """`payload` as indented JSON, written to a temporary file and then renamed, so that a
+    run stopped while writing leaves the previous complete file."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=1) + "\n")
+    partial.replace(path)
+    return path
+
+
+def save_rows(rows: list[dict], metadata: dict, folder: Path, stem: str = "results"
+              ) -> list[Path]:
+    """`stem`.json ({"metadata", "rows"}) and `stem`.csv (the rows) in `folder`."""
+    if not rows:
+        raise ValueError("rows must hold at least one measurement, got none")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = write_json(folder / f"{stem}.json", {"metadata": metadata, "rows": rows})
+    csv_path = folder / f"{stem}.csv"
+    with csv_path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    return [json_path, csv_path]
+
+
+def plot_panels(rows: list[dict], path: Path, quantity: str, label: str, x: str,
+                panel: Callable[[dict], tuple], panel_title: Callable[[tuple], str],
+                line: str = "method", title: str = "") -> Path | None:
+    """One log-log panel per value of `panel(row)`, one line per value of `row[line]`:
+    `quantity` against `x`. None (and no file) when no row has the quantity."""
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
+
+    rows = [r for r in rows if r.get(quantity) is not None]
+    if not rows:
+        return None
+    panels = sorted({panel(r) for r in rows})
+    fig = Figure(figsize=(4.2 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, key in zip(axes, panels, strict=True):
+        for name in dict.fromkeys(r[line] for r in rows):
+            points = sorted((r[x], r[quantity]) for r in rows
+                            if r[line] == name and panel(r) == key)
+            if points:
+                ax.loglog(*zip(*points, strict=True), "o-", base=2, label=name)
+        ax.set(title=panel_title(key), xlabel=x, ylabel=label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def format_table(rows: Iterable[dict], columns: Sequence[tuple[str, str, str]]) -> str:
+    """A fixed-width text table. `columns` are (key, header, format spec); numbers (a spec)
+    align right, text left. A row whose "status" is not "ok" shows the status and its note
+    in place of the figures."""
+    texts = []
+    for row in rows:
+        cells = []
+        for key, _, spec in columns:
+            if spec and row.get("status", "ok") != "ok":
+                cells.append(f"{row['status']}  {row.get('note', '')[:60]}")
+                break
+            value = row.get(key)
+            cells.append("-" if value is None else format(value, spec) if spec else str(value))
+        texts.append(cells)
+    widths = [max([len(header)] + [len(cells[i]) for cells in texts if i < len(cells) - 1
+                                   or len(cells) == len(columns)])
+              for i, (_, header, _) in enumerate(columns)]
+
+    def line(cells):
+        return " ".join(cell.rjust(width) if spec else cell.ljust(width)
+                        for cell, width, (_, _, spec) in zip(cells, widths, columns)).rstrip()
+
+    header = line([header for _, header, _ in columns])
+    return "\n".join([header, "-" * len(header)] + [line(cells) for cells in texts])
+
+
+def set_cpu_threads(threads: int | None) -> int:
+    """Threads for PyTorch on a CPU: one by default, since on shared cores the medians of
+    small operations with PyTorch's default pool jumped up to 100 times."""
+    threads = 1 if threads is None else checks.positive_int(threads, "threads")
+    torch.set_num_threads(threads)
+    return threads
+
+
+# ---------------------------------------------------------------- command-line arguments
+
+def positive_int_argument(text: str) -> int:
+    """An argparse type: a positive int, or a clear usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+    return value
+
+
+def output_folder_argument(text: str) -> Path:
+    """An argparse type: a folder to write into, which may not exist yet, but is not a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, expected a folder to write into")
+    return path

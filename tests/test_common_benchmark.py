@@ -1,0 +1,88 @@
+"""common.benchmark: the measuring code every day that times or weighs something uses."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from common import benchmark as bench
+
+
+def test_cpu_timing_reports_the_spread_of_at_least_the_minimum_runs():
+    calls = []
+    timing = bench.time_cpu(lambda: calls.append(1), min_seconds=0.0, min_runs=5)
+    assert len(calls) == 5
+    assert 0 <= timing["ms_min"] <= timing["ms"] <= timing["ms_max"]
+
+
+def test_measure_warms_up_resets_after_each_call_and_has_no_cpu_memory():
+    calls, resets = [], []
+    result = bench.measure(lambda: calls.append(1), "cpu", lambda: resets.append(1))
+    assert len(calls) == len(resets) >= 4  # a warm-up call and at least three timed
+    assert result["peak_mib"] is None and result["ms_min"] <= result["ms"] <= result["ms_max"]
+
+
+def test_out_of_memory_is_recognised():
+    assert bench.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert bench.is_out_of_memory(RuntimeError("cuDNN error: ... out of memory"))
+    assert not bench.is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_environment_names_the_cpu_and_the_versions():
+    info = bench.environment("cpu")
+    assert info["device"] == "cpu" and info["torch"] == torch.__version__
+    assert info["device_name"] and info["threads"] == torch.get_num_threads()
+
+
+def test_rows_are_saved_as_json_and_csv(tmp_path):
+    rows = [{"method": "a", "ms": 1.5, "status": "ok"},
+            {"method": "b", "ms": None, "status": "OOM", "note": "out of memory"}]
+    json_path, csv_path = bench.save_rows(rows, {"device": "cpu"}, tmp_path / "new")
+    assert json.loads(json_path.read_text()) == {"metadata": {"device": "cpu"}, "rows": rows}
+    assert csv_path.read_text().splitlines()[0] == "method,ms,status,note"
+    assert not list((tmp_path / "new").glob("*.partial"))
+    with pytest.raises(ValueError, match="rows"):
+        bench.save_rows([], {}, tmp_path)
+
+
+def test_plots_skip_a_quantity_that_no_row_has(tmp_path):
+    rows = [{"method": m, "n": n, "ms": n * (i + 1), "peak_mib": None, "d": 64}
+            for i, m in enumerate("ab") for n in (128, 256)]
+    path = bench.plot_panels(rows, tmp_path / "time.png", "ms", "time (ms)", "n",
+                             lambda r: (r["d"],), lambda key: f"d={key[0]}")
+    assert path.stat().st_size > 0
+    assert bench.plot_panels(rows, tmp_path / "memory.png", "peak_mib", "MiB", "n",
+                             lambda r: (r["d"],), str) is None
+    assert not (tmp_path / "memory.png").exists()
+
+
+def test_table_shows_figures_or_the_status_and_note():
+    columns = [("method", "method", ""), ("ms", "ms", ".2f")]
+    table = bench.format_table([{"method": "a", "ms": 1.234, "status": "ok"},
+                                {"method": "b", "ms": None, "status": "OOM", "note": "no room"}],
+                               columns)
+    lines = table.splitlines()
+    assert "1.23" in lines[2] and "OOM  no room" in lines[3]
+
+
+def test_cpu_threads_default_to_one_and_refuse_bad_counts():
+    before = torch.get_num_threads()
+    try:
+        assert bench.set_cpu_threads(None) == 1 and torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads"):
+            bench.set_cpu_threads(0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_argument_types_refuse_what_cannot_be_right(tmp_path):
+    assert bench.positive_int_argument("3") == 3
+    for text in ("0", "-1", "1.5", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive int"):
+            bench.positive_int_argument(text)
+    file = tmp_path / "a.json"
+    file.write_text("")
+    assert bench.output_folder_argument(str(tmp_path / "new")) == tmp_path / "new"
+    with pytest.raises(argparse.ArgumentTypeError, match="is a file"):
+        bench.output_folder_argument(str(file))
