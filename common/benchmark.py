@@ -192,7 +192,8 @@ def format_table(rows: Iterable[dict], columns: Sequence[tuple[str, str, str]]) 
 
     def line(cells):
         return " ".join(cell.rjust(width) if spec else cell.ljust(width)
-                        for cell, width, (_, _, spec) in zip(cells, widths, columns)).rstrip()
+                        for cell, width, (_, _, spec) in zip(cells, widths, columns, strict=False)
+                        ).rstrip()  # a failed row's status cell ends it early
 
     header = line([header for _, header, _ in columns])
     return "\n".join([header, "-" * len(header)] + [line(cells) for cells in texts])
@@ -225,3 +226,13 @@ def output_folder_argument(text: str) -> Path:
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file, expected a folder to write into")
     return path
+
+
+def counted_flops(module: Callable, *inputs) -> int:
+    """Floating-point operations of one call `module(*inputs)`, by PyTorch's FLOP counter
+    (a multiply-add counts 2). Works on the meta device, where nothing is computed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return counter.get_total_flops()

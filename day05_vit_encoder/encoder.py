@@ -10,7 +10,7 @@ from day01_transformer import (
     PositionwiseFeedForward,
     scaled_dot_product_attention,
 )
-from day01_transformer.attention import AttentionFunction
+from day01_transformer.attention import AttentionFunction, copy_into_torch_attention
 
 
 class ViTBlock(nn.Module):
@@ -37,6 +37,22 @@ class ViTBlock(nn.Module):
                                        key_padding_mask=key_padding_mask, causal=causal)
         z = z + self.dropout(attended)                                        # equation 2
         return z + self.dropout(self.mlp(self.norm2(z)))                        # equation 3
+
+
+def copy_into_torch_layer(ours: ViTBlock, theirs: nn.TransformerEncoderLayer) -> None:
+    """Our block's weights into PyTorch's pre-norm layer (norm1/norm2 and linear1/linear2)."""
+    copy_into_torch_attention(ours.self_attention, theirs.self_attn)
+    theirs.linear1.load_state_dict(ours.mlp.linear1.state_dict())
+    theirs.linear2.load_state_dict(ours.mlp.linear2.state_dict())
+    theirs.norm1.load_state_dict(ours.norm1.state_dict())
+    theirs.norm2.load_state_dict(ours.norm2.state_dict())
+
+
+def torch_layer(d_model: int, num_heads: int, d_mlp: int) -> nn.TransformerEncoderLayer:
+    """PyTorch's layer that computes what a ViTBlock computes: pre-norm, exact GELU,
+    layer-norm epsilon 1e-6, no dropout."""
+    return nn.TransformerEncoderLayer(d_model, num_heads, d_mlp, dropout=0.0, activation="gelu",
+                                      layer_norm_eps=1e-6, batch_first=True, norm_first=True)
 
 
 class ViTEncoder(nn.Module):

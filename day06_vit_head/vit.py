@@ -170,3 +170,25 @@ def copy_into_hugging_face(ours: ViT, theirs: nn.Module) -> None:
                 target.load_state_dict(source.state_dict())
         theirs.vit.layernorm.load_state_dict(ours.head.norm.state_dict())
         theirs.classifier.load_state_dict(ours.head.linear.state_dict())
+
+
+def randomize_(model: nn.Module) -> nn.Module:
+    """LayerNorms start at γ = 1, β = 0 and biases at 0, the same in both implementations;
+    random values make sure that every one of them is copied to its right place."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 1:
+                parameter.normal_(0.0 if name.endswith("bias") else 1.0, 0.1)
+    return model
+
+
+def hugging_face_twin(ours: ViT, hidden_act: str = "gelu") -> nn.Module:
+    """Hugging Face's ViT with our hyper-parameters and our weights, in evaluation mode."""
+    # transformers is the proofs' reference, not a dependency of the model: imported here
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(**{**hugging_face_config(ours), "hidden_act": hidden_act},
+                       attn_implementation="eager")
+    theirs = ViTForImageClassification(config).eval()
+    copy_into_hugging_face(ours, theirs)
+    return theirs

@@ -2,7 +2,8 @@
 
 The modules beside this file are generated from `day07_flash_attention.ipynb`; edit the notebook.
 `flash_attention.py` imports without Triton; the kernels (`kernels.py`) are imported on the
-first call of `flash_attention`. `python -m day07_flash_attention.benchmark` is the benchmark.
+first call of `flash_attention`. `python -m day07_flash_attention.benchmark` is the benchmark;
+`proofs.py` holds what the notebook's proofs and the tests both measure.
 """
 
 from .flash_attention import (

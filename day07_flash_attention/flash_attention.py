@@ -212,11 +212,6 @@ class TiledAttention(torch.autograd.Function):
                 None, None, None, None, None)
 
 
-def _check_block(name: str, block: int) -> None:
-    if isinstance(block, bool) or not isinstance(block, int) or block <= 0:
-        raise ValueError(f"{name} must be a positive int, got {block!r}")
-
-
 def tiled_attention(query: Tensor, key: Tensor, value: Tensor, causal: bool = False,
                     key_mask: Tensor | None = None, scale: float | None = None,
                     return_lse: bool = False, block_q: int = 64,
@@ -225,8 +220,8 @@ def tiled_attention(query: Tensor, key: Tensor, value: Tensor, causal: bool = Fa
     the online softmax; same interface and results as `standard_attention`. Saves only the
     output and the log-sum-exp for the backward pass, which recomputes the probabilities."""
     check_attention_inputs(query, key, value, causal, key_mask, scale)
-    _check_block("block_q", block_q)
-    _check_block("block_k", block_k)
+    block_q, block_k = checks.positive_int(block_q, "block_q"), checks.positive_int(block_k,
+                                                                                  "block_k")
     scale = query.size(-1) ** -0.5 if scale is None else float(scale)
     output, lse = TiledAttention.apply(query, key, value, causal, key_mask, scale, block_q,
                                        block_k)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 from torch.testing import assert_close
-from torch.utils.flop_counter import FlopCounterMode
 
+from common.benchmark import counted_flops
 from common.testing import assert_error_names
 from day01_transformer import PositionalEncoding, scaled_dot_product_attention
 from day02_encoder_decoder import DecoderLayer, EncoderLayer
@@ -161,12 +161,6 @@ def test_parameter_counts_match_torch_and_the_paper(config, paper_millions):
     assert with_norms == theirs
     assert sum(theirs.values()) - sum(ours.values()) == 4 * d
     assert abs(sum(ours.values()) / 1e6 / paper_millions - 1) < 0.03
-
-
-def counted_flops(module, *inputs):
-    with FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return counter.get_total_flops()
 
 
 def test_flop_formulas_equal_pytorchs_counter():

@@ -11,26 +11,13 @@ from torch.testing import assert_close
 from common.testing import assert_error_names
 from day01_transformer import (
     attention_weights_kept,
-    copy_into_torch_attention,
     scaled_dot_product_attention,
 )
 from day02_encoder_decoder import Encoder
 from day05_vit_encoder import ViTBlock, ViTEncoder
+from day05_vit_encoder.encoder import copy_into_torch_layer, torch_layer
 
 D_MODEL, HEADS, D_MLP = 48, 3, 192
-
-
-def torch_layer():
-    return nn.TransformerEncoderLayer(D_MODEL, HEADS, D_MLP, dropout=0.0, activation="gelu",
-                                      layer_norm_eps=1e-6, batch_first=True, norm_first=True)
-
-
-def copy_into_torch_layer(ours, theirs):
-    copy_into_torch_attention(ours.self_attention, theirs.self_attn)
-    theirs.linear1.load_state_dict(ours.mlp.linear1.state_dict())
-    theirs.linear2.load_state_dict(ours.mlp.linear2.state_dict())
-    theirs.norm1.load_state_dict(ours.norm1.state_dict())
-    theirs.norm2.load_state_dict(ours.norm2.state_dict())
 
 
 def randomize_norms(module):
@@ -50,7 +37,8 @@ def test_the_mlp_uses_the_exact_gelu():
 
 
 def test_block_equals_torch_pre_norm_layer_and_the_equations():
-    block, reference = ViTBlock(D_MODEL, HEADS, D_MLP).eval(), torch_layer().eval()
+    block = ViTBlock(D_MODEL, HEADS, D_MLP).eval()
+    reference = torch_layer(D_MODEL, HEADS, D_MLP).eval()
     randomize_norms(block)
     copy_into_torch_layer(block, reference)
     z = torch.randn(2, 17, D_MODEL)
@@ -69,7 +57,7 @@ def test_layer_norm_epsilon_is_the_vit_one():
 def test_encoder_equals_torch_encoder_and_keeps_every_blocks_attention():
     encoder = ViTEncoder(3, D_MODEL, HEADS, D_MLP).eval()
     randomize_norms(encoder)
-    reference = nn.TransformerEncoder(torch_layer(), num_layers=3, norm=None,
+    reference = nn.TransformerEncoder(torch_layer(D_MODEL, HEADS, D_MLP), num_layers=3, norm=None,
                                       enable_nested_tensor=False).eval()
     for ours, theirs in zip(encoder.blocks, reference.layers, strict=True):
         copy_into_torch_layer(ours, theirs)

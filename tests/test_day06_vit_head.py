@@ -18,6 +18,7 @@ from day06_vit_head import (
     parameter_counts,
 )
 from day06_vit_head.training import accuracy, load_digits_split, train_digits
+from day06_vit_head.vit import hugging_face_twin, randomize_
 
 with warnings.catch_warnings():  # transformers' import of tqdm.auto may warn; harmless
     warnings.simplefilter("ignore")
@@ -26,23 +27,6 @@ with warnings.catch_warnings():  # transformers' import of tqdm.auto may warn; h
 
 TINY = dict(image_size=32, patch_size=8, in_channels=3, num_classes=10, d_model=64,
             num_layers=2, num_heads=4, d_mlp=256)
-
-
-def randomize_(model):
-    """Random LayerNorm gains and biases, so that copying each one to its place is tested."""
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if parameter.dim() == 1:
-                parameter.normal_(0.0 if name.endswith("bias") else 1.0, 0.1)
-    return model
-
-
-def hugging_face_twin(ours, hidden_act="gelu"):
-    config = ViTConfig(**{**hugging_face_config(ours), "hidden_act": hidden_act},
-                       attn_implementation="eager")
-    theirs = ViTForImageClassification(config).eval()
-    copy_into_hugging_face(ours, theirs)
-    return theirs
 
 
 @pytest.fixture(scope="module")

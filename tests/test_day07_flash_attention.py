@@ -31,6 +31,12 @@ from day07_flash_attention import (
     standard_attention,
     tiled_attention,
 )
+from day07_flash_attention.proofs import (
+    attention_and_gradients,
+    max_errors,
+    reference,
+    saved_bytes,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BLOCK = kernels.INTERPRETER_BLOCK if kernels.INTERPRETED else 64
@@ -47,30 +53,6 @@ def _one_thread():
 
 def randn(*shape, dtype=torch.float32, device=DEVICE, requires_grad=False):
     return torch.randn(*shape, dtype=dtype, device=device, requires_grad=requires_grad)
-
-
-def run(attention, query, key, value, grad_output, **options):
-    """(output, log-sum-exp, [dQ, dK, dV]) of `attention` for the upstream gradient."""
-    inputs = [t.detach().clone().requires_grad_() for t in (query, key, value)]
-    output, lse = attention(*inputs, return_lse=True, **options)
-    output.backward(grad_output)
-    return output.detach(), lse, [t.grad for t in inputs]
-
-
-def reference(query, key, value, grad_output, **options):
-    """Standard attention in float64."""
-    return run(standard_attention, query.double(), key.double(), value.double(),
-               grad_output.double(), **options)
-
-
-def max_errors(result, expected):
-    (output, lse, grads), (output_ref, lse_ref, grads_ref) = result, expected
-    assert torch.equal(lse.isneginf(), lse_ref.isneginf()), "not the same empty rows"
-    finite = lse_ref.isfinite()
-    errors = [(output.double() - output_ref).abs().max(),
-              (lse.double() - lse_ref)[finite].abs().max() if finite.any() else torch.tensor(0.)]
-    errors += [(g.double() - r).abs().max() for g, r in zip(grads, grads_ref, strict=True)]
-    return torch.stack([e.cpu().double() for e in errors])
 
 
 def case_tensors(batch, heads, query_len, key_len, head_dim, dtype, masked):
@@ -131,9 +113,10 @@ def test_tiled_equals_standard_in_float32(query_len, key_len, causal, masked):
     query, key, value, grad_output, key_mask = case_tensors(2, 3, query_len, key_len, 16,
                                                             torch.float32, masked)
     options = {"causal": causal, "key_mask": key_mask}
-    expected = run(standard_attention, query, key, value, grad_output, **options)
-    result = run(tiled_attention, query, key, value, grad_output, block_q=16, block_k=8,
-                 **options)
+    expected = attention_and_gradients(standard_attention, query, key, value, grad_output,
+                                       **options)
+    result = attention_and_gradients(tiled_attention, query, key, value, grad_output,
+                                     block_q=16, block_k=8, **options)
     assert_close(result, expected)
     assert all(t.isfinite().all() for t in [result[0], *result[2]])
 
@@ -149,26 +132,12 @@ def test_tiled_gradcheck_in_float64(query_len, key_len, causal, masked):
         lambda q, k, v: tiled_attention(q, k, v, causal, key_mask, block_q=2, block_k=3), inputs)
 
 
-def saved_bytes(attention, length, head_dim=16, **options):
-    """Bytes of the distinct storages autograd saves for the backward pass of one call."""
-    storages = {}
-
-    def pack(tensor):
-        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    inputs = [randn(1, 2, length, head_dim).requires_grad_() for _ in range(3)]
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        attention(*inputs, **options)
-    return sum(storages.values())
-
-
 def test_tiled_and_flash_save_linear_memory_standard_quadratic():
     per_position = 2 * 16 * 4 * 4 + 2 * 4  # q, k, v, O in float32 and the LSE, for 2 heads
     for length in (32, 64, 128):
-        assert saved_bytes(tiled_attention, length) == length * per_position
-        assert saved_bytes(flash_attention, length) == length * per_position
-        assert saved_bytes(standard_attention, length) > 2 * length * length * 4
+        assert saved_bytes(tiled_attention, length, device=DEVICE) == length * per_position
+        assert saved_bytes(flash_attention, length, device=DEVICE) == length * per_position
+        assert saved_bytes(standard_attention, length, device=DEVICE) > 2 * length * length * 4
 
 
 def test_key_block_ranges_split_visible_masked_and_invisible_keys():
@@ -219,7 +188,7 @@ def test_flash_equals_the_float64_reference(batch, heads, query_len, key_len, he
     query, key, value, grad_output, key_mask = case_tensors(batch, heads, query_len, key_len,
                                                             head_dim, dtype, masked)
     options = {"causal": causal, "key_mask": key_mask}
-    result = run(flash_attention, query, key, value, grad_output, **options)
+    result = attention_and_gradients(flash_attention, query, key, value, grad_output, **options)
     expected = reference(query, key, value, grad_output, **options)
     errors = max_errors(result, expected)
     assert errors.max() < TOLERANCE[dtype], errors
@@ -235,10 +204,11 @@ def test_flash_equals_the_float64_reference(batch, heads, query_len, key_len, he
 def test_flash_no_worse_than_torch_sdpa(causal, dtype):
     query, key, value, grad_output, _ = case_tensors(2, 2, 35, 35, 32, dtype, False)
     expected = reference(query, key, value, grad_output, causal=causal)
-    ours = run(flash_attention, query, key, value, grad_output, causal=causal)
-    theirs = run(lambda *qkv, return_lse: (F.scaled_dot_product_attention(*qkv,
-                                                                          is_causal=causal),
-                                           None), query, key, value, grad_output)
+    ours = attention_and_gradients(flash_attention, query, key, value, grad_output, causal=causal)
+    def sdpa(*qkv, return_lse):
+        return F.scaled_dot_product_attention(*qkv, is_causal=causal), None
+
+    theirs = attention_and_gradients(sdpa, query, key, value, grad_output)
     for mine, torch_result, exact in zip([ours[0], *ours[2]], [theirs[0], *theirs[2]],
                                          [expected[0], *expected[2]], strict=True):
         torch_error = (torch_result.double() - exact).abs().max()
@@ -258,7 +228,7 @@ def test_flash_strides_change_nothing():
     strided = randn(2, 3, 38, 64)[:, :, ::2]
     grad_output = randn(2, 3, 64, 19).transpose(-1, -2)  # a strided upstream gradient too
     assert not layout.is_contiguous() and not grad_output.is_contiguous()
-    results = [run(flash_attention, *inputs, grad, causal=True)
+    results = [attention_and_gradients(flash_attention, *inputs, grad, causal=True)
                for inputs, grad in [((layout, strided, strided), grad_output),
                                     ((layout.contiguous(), strided.contiguous(),
                                       strided.contiguous()), grad_output.contiguous())]]
