@@ -15,6 +15,7 @@ import argparse
 import csv
 import gc
 import json
+import os
 import platform
 import statistics
 import time
@@ -221,10 +222,17 @@ def positive_int_argument(text: str) -> int:
 
 
 def output_folder_argument(text: str) -> Path:
-    """An argparse type: a folder to write into, which may not exist yet, but is not a file."""
+    """An argparse type: a folder to write into. It may not exist yet, but it is not a file,
+    and the nearest folder that exists above it is writable."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder to write into, got an empty path")
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file, expected a folder to write into")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot create a folder {text}: {existing} is not a "
+                                         f"writable folder")
     return path
 
 

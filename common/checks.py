@@ -49,7 +49,10 @@ def as_float(value, name: str, minimum: float | None = None, maximum: float | No
     [minimum, maximum]; either end can be made exclusive."""
     if isinstance(value, bool | Tensor) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {_describe(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float
+        value = math.inf
     low = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
     high = maximum is not None and (value >= maximum if exclusive_maximum else value > maximum)
     if not math.isfinite(value) or low or high:

@@ -23,13 +23,21 @@ class AttentionFunction(Protocol):
                  causal: bool = False) -> tuple[Tensor, Tensor | None]: ...
 
 
-def check_mask(mask: Tensor | None, scores_shape: tuple[int, ...], name: str = "mask") -> None:
-    """Raise unless `mask` is boolean and broadcasts to `scores_shape` (..., query, key)."""
-    if mask is None:
-        return
+def _check_boolean(mask, name: str, device: torch.device | None) -> None:
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         found = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
         raise TypeError(f"{name} must be a boolean tensor (True = may attend), got {found}")
+    if device is not None and mask.device != device:
+        raise ValueError(f"{name} is on {mask.device}, but the attention's inputs are on {device}")
+
+
+def check_mask(mask: Tensor | None, scores_shape: tuple[int, ...], name: str = "mask",
+               device: torch.device | None = None) -> None:
+    """Raise unless `mask` is boolean, on `device` (if given) and broadcasts to `scores_shape`
+    (..., query, key)."""
+    if mask is None:
+        return
+    _check_boolean(mask, name, device)
     try:
         broadcast = torch.broadcast_shapes(mask.shape, scores_shape)
     except RuntimeError:
@@ -39,17 +47,16 @@ def check_mask(mask: Tensor | None, scores_shape: tuple[int, ...], name: str = "
                          f"attention scores' shape {tuple(scores_shape)}")
 
 
-def check_key_padding_mask(key_padding_mask: Tensor | None, batch: int, key_len: int) -> None:
-    """Raise unless `key_padding_mask` is None or boolean of shape (batch, key_len)."""
+def check_key_padding_mask(key_padding_mask: Tensor | None, batch: int, key_len: int,
+                           name: str = "key_padding_mask",
+                           device: torch.device | None = None) -> None:
+    """Raise unless `key_padding_mask` is None, or boolean of shape (batch, key_len) on
+    `device` (if given)."""
     if key_padding_mask is None:
         return
-    if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
-        found = (key_padding_mask.dtype if isinstance(key_padding_mask, Tensor)
-                 else type(key_padding_mask).__name__)
-        raise TypeError(f"key_padding_mask must be a boolean tensor (True = may attend), "
-                        f"got {found}")
+    _check_boolean(key_padding_mask, name, device)
     if tuple(key_padding_mask.shape) != (batch, key_len):
-        raise ValueError(f"key_padding_mask must have shape (batch, key_len) = "
+        raise ValueError(f"{name} must have shape (batch, key_len) = "
                          f"{(batch, key_len)}, got {tuple(key_padding_mask.shape)}")
 
 
@@ -115,12 +122,13 @@ def scaled_dot_product_attention(
     check_attention_inputs(query, key, value)
     causal = checks.as_bool(causal, "causal")
     scores_shape = (*query.shape[:-1], key.size(-2))
-    check_mask(mask, scores_shape)
+    check_mask(mask, scores_shape, device=query.device)
     if key_padding_mask is not None:
         if query.dim() < 3:
             raise ValueError(f"key_padding_mask needs inputs with a batch dimension, (batch, "
                              f"..., length, features), got query of shape {tuple(query.shape)}")
-        check_key_padding_mask(key_padding_mask, query.size(0), key.size(-2))
+        check_key_padding_mask(key_padding_mask, query.size(0), key.size(-2),
+                               device=query.device)
     scores = query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))
     mask = dense_mask(scores.shape, mask, key_padding_mask, causal, query.device)
     if mask is None:
@@ -187,14 +195,17 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"key and value must have the same length, got {key.size(1)} and "
                              f"{value.size(1)}")
         batch, query_len, key_len = query.size(0), query.size(1), key.size(1)
-        check_mask(mask, (batch, self.num_heads, query_len, key_len))
-        check_key_padding_mask(key_padding_mask, batch, key_len)
+        check_mask(mask, (batch, self.num_heads, query_len, key_len), device=query.device)
+        check_key_padding_mask(key_padding_mask, batch, key_len, device=query.device)
         causal = checks.as_bool(causal, "causal")
         heads = [self._split_heads(projection(x)) for projection, x in (
             (self.query_projection, query), (self.key_projection, key),
             (self.value_projection, value))]
-        output, weights = self.attention(*heads, mask, key_padding_mask=key_padding_mask,
-                                         causal=causal)
+        result = self.attention(*heads, mask, key_padding_mask=key_padding_mask, causal=causal)
+        if not isinstance(result, tuple) or len(result) != 2:  # a tensor would unpack silently
+            raise TypeError(f"attention must return (output, weights or None), got "
+                            f"{type(result).__name__}")
+        output, weights = result
         kept = self.keep_attention_weights and weights is not None
         self.last_attention_weights = weights.detach() if kept else None
         output = output.transpose(1, 2).reshape(batch, query_len, self.d_model)

@@ -51,6 +51,7 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d_model))    # beta
 
     def forward(self, x: Tensor) -> Tensor:
+        checks.floating_tensor(x, "x")
         if x.dim() == 0 or x.size(-1) != self.d_model:
             raise ValueError(f"x must have last dimension d_model={self.d_model}, got shape "
                              f"{tuple(x.shape)}")
@@ -74,6 +75,7 @@ class PositionwiseFeedForward(nn.Module):
         self.linear2 = nn.Linear(d_ff, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
+        checks.floating_tensor(x, "x")
         if x.dim() == 0 or x.size(-1) != self.d_model:
             raise ValueError(f"x must have last dimension d_model={self.d_model}, got shape "
                              f"{tuple(x.shape)}")

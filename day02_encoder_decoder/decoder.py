@@ -11,7 +11,12 @@ from day01_transformer import (
     PositionwiseFeedForward,
     scaled_dot_product_attention,
 )
-from day01_transformer.attention import AttentionFunction, copy_into_torch_attention
+from day01_transformer.attention import (
+    AttentionFunction,
+    check_key_padding_mask,
+    check_mask,
+    copy_into_torch_attention,
+)
 from day02_encoder_decoder.encoder import check_final_norm, final_layer_norm
 
 
@@ -24,6 +29,7 @@ class DecoderLayer(nn.Module):
                  attention: AttentionFunction = scaled_dot_product_attention):
         super().__init__()
         norm_first = checks.as_bool(norm_first, "norm_first")  # not a truthy string
+        dropout = checks.as_float(dropout, "dropout", 0.0, 1.0, exclusive_maximum=True)
         self.d_model, self.norm_first = d_model, norm_first
         self.self_attention = MultiHeadAttention(d_model, num_heads, attention=attention)
         self.cross_attention = MultiHeadAttention(d_model, num_heads, attention=attention)
@@ -41,9 +47,24 @@ class DecoderLayer(nn.Module):
         broadcastable to (batch, heads, target_len, target_len). Cross-attention:
         `memory_key_padding_mask` (batch, source_len), the real source tokens, and a general
         `memory_mask` broadcastable to (batch, heads, target_len, source_len)."""
+        checks.floating_tensor(x, "x", dims=3, shape=f"(batch, target_len, {self.d_model})")
+        checks.floating_tensor(memory, "memory")
         if memory.dim() != 3 or memory.size(-1) != self.d_model:
             raise ValueError(f"memory must have shape (batch, source_len, d_model="
                              f"{self.d_model}), got {tuple(memory.shape)}")
+        checks.same_dtype({"x": x, "memory": memory})
+        if memory.size(0) != x.size(0):
+            raise ValueError(f"x and memory must have the same batch size, got {x.size(0)} and "
+                             f"{memory.size(0)}")
+        # The user's names in the messages, not those of the attention inside.
+        batch, target_len, source_len = x.size(0), x.size(1), memory.size(1)
+        heads = self.self_attention.num_heads
+        check_mask(target_mask, (batch, heads, target_len, target_len), "target_mask")
+        check_mask(memory_mask, (batch, heads, target_len, source_len), "memory_mask")
+        check_key_padding_mask(target_key_padding_mask, batch, target_len,
+                               "target_key_padding_mask")
+        check_key_padding_mask(memory_key_padding_mask, batch, source_len,
+                               "memory_key_padding_mask")
         self_masks = dict(mask=target_mask, key_padding_mask=target_key_padding_mask,
                           causal=causal)
         cross_masks = dict(mask=memory_mask, key_padding_mask=memory_key_padding_mask)
@@ -122,7 +143,12 @@ class Generator(nn.Module):
         super().__init__()
         d_model = checks.positive_int(d_model, "d_model")
         vocab_size = checks.positive_int(vocab_size, "vocab_size")
-        self.projection = nn.Linear(d_model, vocab_size, bias=bias)
+        self.d_model = d_model
+        self.projection = nn.Linear(d_model, vocab_size, bias=checks.as_bool(bias, "bias"))
 
     def forward(self, x: Tensor) -> Tensor:
+        checks.floating_tensor(x, "x")
+        if x.dim() == 0 or x.size(-1) != self.d_model:
+            raise ValueError(f"x must have last dimension d_model={self.d_model}, got shape "
+                             f"{tuple(x.shape)}")
         return torch.log_softmax(self.projection(x), dim=-1)

@@ -22,6 +22,7 @@ class EncoderLayer(nn.Module):
                  attention: AttentionFunction = scaled_dot_product_attention):
         super().__init__()
         norm_first = checks.as_bool(norm_first, "norm_first")  # not a truthy string
+        dropout = checks.as_float(dropout, "dropout", 0.0, 1.0, exclusive_maximum=True)
         self.d_model, self.norm_first = d_model, norm_first
         self.self_attention = MultiHeadAttention(d_model, num_heads, attention=attention)
         self.feed_forward = PositionwiseFeedForward(d_model, d_ff, dropout)

@@ -12,8 +12,15 @@ from common import checks
 def pad_sequences(sequences: Sequence, pad_id: int = 0, length: int | None = None) -> Tensor:
     """Stack token sequences of different lengths into one (batch, length) int64 tensor,
     padded at the end with `pad_id`; `length` defaults to the longest sequence's."""
+    if not isinstance(sequences, Sequence | Tensor) or isinstance(sequences, str):
+        raise TypeError(f"sequences must be a list of token sequences, got "
+                        f"{type(sequences).__name__}")
     if len(sequences) == 0:
         raise ValueError("sequences must hold at least one sequence, got none")
+    for i, sequence in enumerate(sequences):
+        if not isinstance(sequence, Sequence | Tensor) or isinstance(sequence, str):
+            raise TypeError(f"sequences[{i}] must be a sequence of token ids, got "
+                            f"{type(sequence).__name__} {sequence!r}")
     pad_id = checks.as_int(pad_id, "pad_id")
     # An empty list has no dtype of its own (torch makes it float32): it is no tokens.
     tensors = [torch.as_tensor(sequence) if len(sequence) else torch.zeros(0, dtype=torch.long)
@@ -37,10 +44,11 @@ def pad_sequences(sequences: Sequence, pad_id: int = 0, length: int | None = Non
 
 
 def check_token_ids(tokens: Tensor, name: str = "tokens") -> Tensor:
-    """Raise unless `tokens` is a (batch, length) tensor of integer token ids."""
-    if isinstance(tokens, Tensor) and (tokens.is_floating_point() or tokens.is_complex()
-                                       or tokens.dtype == torch.bool):
-        raise TypeError(f"{name} must be a tensor of integer token ids, got {tokens.dtype}")
+    """Raise unless `tokens` is a (batch, length) tensor of integer token ids, int64 or int32
+    (the index types of an embedding)."""
+    if isinstance(tokens, Tensor) and tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be a tensor of integer token ids (int64 or int32), got "
+                        f"{tokens.dtype}")
     return checks.tensor(tokens, name, dims=2, shape="(batch, length)")
 
 

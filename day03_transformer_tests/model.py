@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from common import checks
 from day01_transformer import PositionalEncoding, scaled_dot_product_attention
-from day01_transformer.attention import AttentionFunction
+from day01_transformer.attention import AttentionFunction, check_mask
 from day02_encoder_decoder import (
     Decoder,
     Encoder,
@@ -42,6 +42,9 @@ class Transformer(nn.Module):
         source_vocab_size = checks.positive_int(source_vocab_size, "source_vocab_size")
         target_vocab_size = checks.positive_int(target_vocab_size, "target_vocab_size")
         share_embeddings = checks.as_bool(share_embeddings, "share_embeddings")
+        d_model, max_len = checks.positive_int(d_model, "d_model"), checks.positive_int(
+            max_len, "max_len")
+        dropout = checks.as_float(dropout, "dropout", 0.0, 1.0, exclusive_maximum=True)
         if share_embeddings and source_vocab_size != target_vocab_size:
             raise ValueError(f"share_embeddings=True needs one vocabulary, but "
                              f"source_vocab_size={source_vocab_size} and "
@@ -134,6 +137,11 @@ class Transformer(nn.Module):
         if source.size(0) != target.size(0):
             raise ValueError(f"source and target must have the same batch size, got "
                              f"{source.size(0)} and {target.size(0)}")
+        # source_mask masks the cross-attention too: name it, not the inner memory_mask
+        heads = self.encoder.layers[0].self_attention.num_heads
+        (batch, source_len), target_len = source.shape, target.size(1)
+        for query_len in (source_len, target_len):
+            check_mask(source_mask, (batch, heads, query_len, source_len), "source_mask")
         memory = self.encode(source, source_mask, source_key_padding_mask=source_key_padding_mask)
         hidden = self.decode(target, memory, target_mask, source_mask,
                              target_key_padding_mask=target_key_padding_mask,
@@ -178,7 +186,12 @@ def greedy_decode(model: Transformer, source: Tensor, max_len: int, start_id: in
                   end_id: int | None = None, pad_id: int = 0) -> Tensor:
     """The most probable next token, step by step: (batch, 1 + steps) tokens beginning with
     `start_id`; after `end_id` a sequence continues with `pad_id`. Runs in eval mode."""
+    if not isinstance(model, Transformer):
+        raise TypeError(f"model must be a Transformer, got {type(model).__name__}")
     max_len = checks.positive_int(max_len, "max_len")
+    start_id, pad_id = checks.non_negative_int(start_id, "start_id"), checks.non_negative_int(
+        pad_id, "pad_id")
+    end_id = None if end_id is None else checks.non_negative_int(end_id, "end_id")
     if max_len + 1 > model.max_len:
         raise ValueError(f"max_len must be an int from 1 to {model.max_len - 1} (the "
                          f"positional table's max_len={model.max_len} less the start token), "

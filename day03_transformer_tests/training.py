@@ -22,9 +22,8 @@ def label_smoothing_loss(log_probs: Tensor, target: Tensor, smoothing: float = 0
     target ignored) the loss is 0, with zero gradients, not the NaN of an empty mean."""
     smoothing = checks.as_float(smoothing, "smoothing", 0.0, 1.0, exclusive_maximum=True)
     checks.floating_tensor(log_probs, "log_probs")
-    if isinstance(target, torch.Tensor) and target.is_floating_point():
-        raise TypeError(f"target must hold integer token ids, got {target.dtype}")
-    checks.tensor(target, "target")
+    checks.tensor(target, "target", dtypes=(torch.int64,))  # what gather takes
+    ignore_index = checks.as_int(ignore_index, "ignore_index")
     if log_probs.dim() == 0 or log_probs.shape[:-1] != target.shape:
         raise ValueError(f"log_probs (..., vocab) and target (...) must agree, got shapes "
                          f"{tuple(log_probs.shape)} and {tuple(target.shape)}")
@@ -71,9 +70,15 @@ class ReversalTask:
         if self.min_len > self.max_len:
             raise ValueError(f"min_len={self.min_len} must not exceed max_len={self.max_len}")
 
-    def count(self) -> int:
-        """How many different sequences the task can draw."""
-        return sum(self.num_symbols ** length for length in range(self.min_len, self.max_len + 1))
+    def has_more_than(self, count: int) -> bool:
+        """Whether the task can draw more than `count` different sequences (counted by
+        length, stopping as soon as it is known: long sequences have astronomical counts)."""
+        total = 0
+        for length in range(self.min_len, self.max_len + 1):
+            total += self.num_symbols ** length
+            if total > count:
+                return True
+        return False
 
     @property
     def vocab_size(self) -> int:
@@ -90,12 +95,15 @@ class ReversalTask:
                exclude: frozenset = frozenset()) -> tuple[Tensor, Tensor]:
         """(source, target) padded batches; sequences in `exclude` (tuples) are redrawn.
         Raises ValueError when `exclude` holds every sequence, rather than redraw forever."""
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got "
+                            f"{type(generator).__name__}")
         symbols = range(EOS + 1, self.vocab_size)
         possible = sum(self.min_len <= len(s) <= self.max_len and all(t in symbols for t in s)
                        for s in exclude)
-        if possible >= self.count():
-            raise ValueError(f"exclude holds all {self.count()} sequences of the task: "
-                             f"none is left to draw")
+        if not self.has_more_than(possible):
+            raise ValueError(f"exclude holds all {possible} sequences of the task: none is "
+                             f"left to draw")
         sequences = self.draw(checks.positive_int(batch_size, "batch_size"), generator)
         for i in range(batch_size):
             while tuple(sequences[i].tolist()) in exclude:  # held out: draw another
@@ -131,9 +139,17 @@ def train_reversal(model: Transformer, task: ReversalTask, steps: int, batch_siz
     Every `validate_every` steps it measures `validation` (source, target) and at the end
     keeps the weights that did best there (the latest among equals). Returns the loss of
     every step and the (step, validation accuracy) pairs."""
+    if not isinstance(model, Transformer):
+        raise TypeError(f"model must be a Transformer, got {type(model).__name__}")
     steps = checks.positive_int(steps, "steps")
     batch_size = checks.positive_int(batch_size, "batch_size")
     validate_every = checks.positive_int(validate_every, "validate_every")
+    seed = checks.non_negative_int(seed, "seed")
+    lr_factor = checks.positive_float(lr_factor, "lr_factor")
+    progress = checks.as_bool(progress, "progress")
+    if validation is not None and (not isinstance(validation, tuple) or len(validation) != 2):
+        raise TypeError(f"validation must be a (source, target) pair of token tensors, got "
+                        f"{type(validation).__name__}")
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # lr = 1.0 * learning_rate(step)

@@ -41,6 +41,7 @@ class ViT(nn.Module):
         super().__init__()
         height, width = as_grid(image_size, "image_size")
         patch_size = checks.positive_int(patch_size, "patch_size")
+        dropout = checks.as_float(dropout, "dropout", 0.0, 1.0, exclusive_maximum=True)
         if height % patch_size or width % patch_size:
             raise ValueError(f"image_size {height}x{width} is not divisible by "
                              f"patch_size={patch_size}")
@@ -67,8 +68,10 @@ class ViT(nn.Module):
         return cls(**{**VIT_CONFIGS[name], **overrides})
 
     def forward(self, images: Tensor, interpolate_position_embedding: bool = False) -> Tensor:
+        interpolate = checks.as_bool(interpolate_position_embedding,
+                                     "interpolate_position_embedding")
         grid = self.patch_embedding.grid_size(images)  # checks rank, channels, divisibility
-        if grid != self.position_embedding.grid_size and not interpolate_position_embedding:
+        if grid != self.position_embedding.grid_size and not interpolate:
             raise ValueError(f"images are {images.size(2)}x{images.size(3)} but the model was "
                              f"built for image_size {self.image_size[0]}x{self.image_size[1]}; "
                              "pass interpolate_position_embedding=True to resample the "

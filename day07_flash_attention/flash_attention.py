@@ -3,6 +3,8 @@
 
 """Standard attention, tiled attention in PyTorch and FlashAttention in Triton, with the
 same interface: (batch, heads, length, head_dim) inputs, causal (bottom-right) and key masks."""
+import inspect
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -17,7 +19,7 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 def check_attention_inputs(query: Tensor, key: Tensor, value: Tensor, causal: bool = False,
                            key_mask: Tensor | None = None, scale: float | None = None,
                            dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES,
-                           max_head_dim: int | None = None) -> None:
+                           max_head_dim: int | None = None, return_lse: bool = False) -> None:
     """Raise a TypeError or ValueError, naming the argument, unless the inputs are valid."""
     tensors = {"query": query, "key": key, "value": value}
     for name, tensor in tensors.items():
@@ -48,6 +50,7 @@ def check_attention_inputs(query: Tensor, key: Tensor, value: Tensor, causal: bo
     if max_head_dim is not None and query.size(3) > max_head_dim:
         raise ValueError(f"head_dim={query.size(3)} is not supported: at most {max_head_dim}")
     checks.as_bool(causal, "causal")
+    checks.as_bool(return_lse, "return_lse")  # a truthy string would change what is returned
     if key_mask is not None:
         if not isinstance(key_mask, Tensor) or key_mask.dtype != torch.bool:
             found = key_mask.dtype if isinstance(key_mask, Tensor) else type(key_mask).__name__
@@ -79,7 +82,7 @@ def standard_attention(query: Tensor, key: Tensor, value: Tensor, causal: bool =
     gets an output of zero and a log-sum-exp of -inf. With `return_lse`, also returns the
     log-sum-exp of each query's scores, (batch, heads, Lq), float32 or float64.
     """
-    check_attention_inputs(query, key, value, causal, key_mask, scale)
+    check_attention_inputs(query, key, value, causal, key_mask, scale, return_lse=return_lse)
     scale = query.size(-1) ** -0.5 if scale is None else scale
     softmax_dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
     scores = (query @ key.transpose(-2, -1)) * scale  # the N x N matrix, in HBM
@@ -219,7 +222,7 @@ def tiled_attention(query: Tensor, key: Tensor, value: Tensor, causal: bool = Fa
     """Attention computed tile by tile (blocks of `block_q` queries and `block_k` keys) with
     the online softmax; same interface and results as `standard_attention`. Saves only the
     output and the log-sum-exp for the backward pass, which recomputes the probabilities."""
-    check_attention_inputs(query, key, value, causal, key_mask, scale)
+    check_attention_inputs(query, key, value, causal, key_mask, scale, return_lse=return_lse)
     block_q, block_k = checks.positive_int(block_q, "block_q"), checks.positive_int(block_k,
                                                                                   "block_k")
     scale = query.size(-1) ** -0.5 if scale is None else float(scale)
@@ -285,7 +288,8 @@ def flash_attention(query: Tensor, key: Tensor, value: Tensor, causal: bool = Fa
     """
     kernels = _kernels()
     check_attention_inputs(query, key, value, causal, key_mask, scale,
-                           dtypes=kernels.KERNEL_DTYPES, max_head_dim=kernels.MAX_HEAD_DIM)
+                           dtypes=kernels.KERNEL_DTYPES, max_head_dim=kernels.MAX_HEAD_DIM,
+                           return_lse=return_lse)
     kernels.check_kernel_device(query)
     scale = query.size(-1) ** -0.5 if scale is None else float(scale)
     output, lse = FlashAttention.apply(query, key, value, causal, key_mask, scale)
@@ -302,18 +306,22 @@ def as_attention_function(attention=None) -> AttentionFunction:
     `mask` has no kernel argument, so passing one is an error, decided by the argument
     alone; use standard attention (Day 1's) for such masks."""
     attention = flash_attention if attention is None else attention
-    if not callable(attention):
-        raise TypeError(f"attention must be one of Day 7's attention functions, got "
-                        f"{type(attention).__name__}")
+    try:  # Day 7's interface: (query, key, value, causal=, key_mask=)
+        inspect.signature(attention).bind(None, None, None, causal=False, key_mask=None)
+    except (TypeError, ValueError):
+        raise TypeError(f"attention must take (query, key, value, causal=, key_mask=) like "
+                        f"Day 7's attention functions, got {attention!r}") from None
     name = getattr(attention, "__name__", type(attention).__name__)
 
     def attention_function(query: Tensor, key: Tensor, value: Tensor,
                            mask: Tensor | None = None, *, key_padding_mask: Tensor | None = None,
                            causal: bool = False) -> tuple[Tensor, None]:
         if mask is not None:
+            found = (f"of shape {tuple(mask.shape)}" if isinstance(mask, Tensor)
+                     else type(mask).__name__)
             raise ValueError(f"{name} takes the mask's structure (key_padding_mask, causal), "
-                             f"not a general mask; got mask of shape {tuple(mask.shape)}: pass "
-                             f"the structure, or use Day 1's scaled_dot_product_attention")
+                             f"not a general mask; got mask {found}: pass the structure, or "
+                             f"use Day 1's scaled_dot_product_attention")
         return attention(query, key, value, causal=causal, key_mask=key_padding_mask), None
 
     attention_function.__name__ = f"{name}_for_models"

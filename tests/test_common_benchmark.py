@@ -86,3 +86,10 @@ def test_argument_types_refuse_what_cannot_be_right(tmp_path):
     assert bench.output_folder_argument(str(tmp_path / "new")) == tmp_path / "new"
     with pytest.raises(argparse.ArgumentTypeError, match="is a file"):
         bench.output_folder_argument(str(file))
+
+
+@pytest.mark.parametrize("text, words", [("", "empty path"), ("/etc/hostname/sub",
+                                                             "not a writable folder")])
+def test_output_folder_refuses_what_cannot_hold_results(text, words):
+    with pytest.raises(argparse.ArgumentTypeError, match=words):
+        bench.output_folder_argument(text)

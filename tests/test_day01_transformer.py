@@ -242,3 +242,27 @@ def test_feed_forward_is_the_formula_applied_per_position():
                 + ffn.linear2.bias)
     assert_close(ffn(x), expected)
     assert_close(ffn(x)[:, 2], ffn(x[:, 2]))
+
+
+def test_an_attention_function_that_breaks_the_interface_is_named():
+    mha = MultiHeadAttention(8, 2, attention=lambda q, k, v, mask=None, **structure: q)
+    x = torch.randn(2, 4, 8)  # a batch of 2 would otherwise unpack as (output, weights)
+    assert_error_names(lambda: mha(x, x, x), ["attention", "(output, weights or None)",
+                                              "Tensor"], TypeError)
+
+
+def test_a_mask_on_another_device_is_named():
+    q = torch.randn(1, 4, 8)
+    meta = torch.ones(4, 4, dtype=torch.bool, device="meta")
+    assert_error_names(lambda: scaled_dot_product_attention(q, q, q, meta),
+                       ["mask", "meta", "cpu"])
+    keys = torch.ones(1, 4, dtype=torch.bool, device="meta")
+    assert_error_names(lambda: scaled_dot_product_attention(q, q, q, key_padding_mask=keys),
+                       ["key_padding_mask", "meta", "cpu"])
+
+
+@pytest.mark.parametrize("layer", [LayerNorm(8), PositionwiseFeedForward(8, 16)])
+def test_layers_name_an_input_that_is_not_a_float_tensor(layer):
+    assert_error_names(lambda: layer([[1.0] * 8]), ["x", "torch.Tensor", "list"], TypeError)
+    assert_error_names(lambda: layer(torch.ones(2, 8, dtype=torch.long)), ["x", "torch.int64"],
+                       TypeError)

@@ -1,6 +1,7 @@
 """Day 2's proofs as unit tests: the encoder and decoder layers and stacks against PyTorch's,
 the causal and padding properties, and the generator."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -222,3 +223,35 @@ def test_non_bool_norm_options_are_type_errors():
         EncoderLayer(D_MODEL, HEADS, D_FF, norm_first="yes")
     with pytest.raises(TypeError, match="final_norm"):
         Decoder(LAYERS, D_MODEL, HEADS, D_FF, final_norm=1)
+
+
+@pytest.mark.parametrize("call, words, error", [
+    (lambda layer: layer(torch.randn(BATCH, TGT, D_MODEL), torch.randn(BATCH, SRC, D_MODEL),
+                         target_key_padding_mask=KEEPS_SOURCE),
+     ["target_key_padding_mask", "(3, 6)", "(3, 9)"], ValueError),
+    (lambda layer: layer(torch.randn(BATCH, TGT, D_MODEL), torch.randn(BATCH, SRC, D_MODEL),
+                         memory_key_padding_mask=KEEPS_TARGET),
+     ["memory_key_padding_mask", "(3, 9)", "(3, 6)"], ValueError),
+    (lambda layer: layer(torch.randn(BATCH, TGT, D_MODEL), torch.randn(1, SRC, D_MODEL)),
+     ["x and memory", "3 and 1"], ValueError),
+    (lambda layer: layer(torch.randn(BATCH, TGT, D_MODEL), torch.randn(BATCH, SRC, D_MODEL,
+                                                                       dtype=torch.float64)),
+     ["memory", "torch.float64"], TypeError),
+    (lambda layer: layer(torch.randn(BATCH, TGT, D_MODEL), [[0.0]]), ["memory", "list"],
+     TypeError),
+    (lambda layer: layer(torch.randn(BATCH, TGT, D_MODEL), torch.randn(BATCH, SRC, D_MODEL),
+                         memory_mask=torch.ones(SRC, SRC, dtype=torch.bool)),
+     ["memory_mask", "(9, 9)"], ValueError),
+])
+def test_decoder_errors_name_the_users_arguments(call, words, error):
+    layer = DecoderLayer(D_MODEL, HEADS, D_FF, norm_first=True)
+    assert_error_names(lambda: call(layer), words, error)
+
+
+def test_generator_and_layers_check_their_options_and_input():
+    assert_error_names(lambda: Generator(D_MODEL, 10, bias="no"), ["bias", "'no'"], TypeError)
+    assert_error_names(lambda: Generator(D_MODEL, 10)(torch.randn(2, 16)),
+                       ["x", "d_model=32", "(2, 16)"])
+    assert_error_names(lambda: EncoderLayer(D_MODEL, HEADS, D_FF, dropout="0.1"),
+                       ["dropout", "'0.1'"], TypeError)
+    assert type(EncoderLayer(D_MODEL, HEADS, D_FF, dropout=np.float32(0.25)).dropout1.p) is float

@@ -314,3 +314,38 @@ def test_float_token_ids_are_a_type_error():
         tiny()(SOURCE.float(), TARGET)
     with pytest.raises(TypeError, match="integer"):
         pad_sequences([[1.5, 2.0]])
+
+
+@pytest.mark.parametrize("call, words, error", [
+    (lambda: Transformer(10, 10, d_model=8.0), ["d_model", "8.0"], TypeError),
+    (lambda: Transformer(10, 10, d_model=-8), ["d_model", "-8"], ValueError),
+    (lambda: Transformer(10, 10, dropout="0.1"), ["dropout", "'0.1'"], TypeError),
+    (lambda: Transformer(10, 10, dropout=-0.1), ["dropout", "-0.1"], ValueError),
+    (lambda: tiny()(SOURCE.to(torch.uint8), TARGET), ["source", "torch.uint8", "int64"],
+     TypeError),
+    (lambda: tiny()(SOURCE, TARGET, torch.ones(8, 8, dtype=torch.bool)[:, :3]),
+     ["source_mask", "(8, 3)"], ValueError),
+    (lambda: label_smoothing_loss(torch.zeros(2, 3), torch.ones(2, dtype=torch.long),
+                                  ignore_index=True), ["ignore_index", "True"], TypeError),
+    (lambda: label_smoothing_loss(torch.zeros(2, 3), torch.ones(2, dtype=torch.uint8)),
+     ["target", "torch.uint8", "int64"], TypeError),
+    (lambda: greedy_decode(tiny(), SOURCE, 3, start_id=1.7), ["start_id", "1.7"], TypeError),
+    (lambda: greedy_decode(tiny(), SOURCE, 3, 1, end_id="x"), ["end_id", "'x'"], TypeError),
+    (lambda: greedy_decode(nn.Linear(2, 2), SOURCE, 3, 1), ["model", "Linear"], TypeError),
+    (lambda: train_reversal(tiny(), ReversalTask(), 1, 2, 1, seed=1.5), ["seed", "1.5"],
+     TypeError),
+    (lambda: train_reversal(tiny(), ReversalTask(), 1, 2, 1, progress="no"),
+     ["progress", "'no'"], TypeError),
+    (lambda: ReversalTask().sample(2, 0), ["generator", "torch.Generator", "int"], TypeError),
+    (lambda: pad_sequences(iter([[1]])), ["sequences", "list_iterator"], TypeError),
+    (lambda: pad_sequences([1, 2]), ["sequences[0]", "int"], TypeError),
+])
+def test_more_bad_inputs_name_the_argument(call, words, error):
+    assert_error_names(call, words, error)
+
+
+def test_a_huge_task_checks_its_exclusions_at_once():
+    task = ReversalTask(10, 1, 100_000)
+    assert task.has_more_than(10 ** 9) and not ReversalTask(2, 1, 1).has_more_than(2)
+    source, _ = task.sample(1, torch.Generator().manual_seed(0), frozenset({(3,)}))
+    assert source.shape[0] == 1

@@ -191,3 +191,10 @@ def test_a_short_training_run_learns_the_digits():
     assert len(run.history["test accuracy"]) == 8
     assert run.test_accuracy > 0.7  # chance is 0.1
     assert run.history["train loss"][-1] < run.history["train loss"][0]
+
+
+def test_flags_and_rates_are_not_truthy_strings():
+    model = ViT(**TINY)
+    assert_error_names(lambda: model(torch.randn(1, 3, 48, 48), "no"),
+                       ["interpolate_position_embedding", "'no'"], TypeError)
+    assert_error_names(lambda: ViT(**TINY, dropout="0.1"), ["dropout", "'0.1'"], TypeError)

@@ -560,3 +560,19 @@ def test_interpreter_works_when_triton_was_imported_first():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env={**os.environ, "TRITON_INTERPRET": ""}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("attention", [standard_attention, tiled_attention, flash_attention])
+def test_return_lse_is_a_bool_not_a_truthy_string(attention):
+    q = randn(1, 1, 4, 8)
+    with pytest.raises(TypeError, match="return_lse"):
+        attention(q, q, q, return_lse="no")
+
+
+def test_the_adapter_refuses_a_function_of_another_interface_when_wrapping():
+    for attention in (F.scaled_dot_product_attention, scaled_dot_product_attention, 3):
+        with pytest.raises(TypeError, match="causal=, key_mask="):
+            as_attention_function(attention)
+    q = randn(1, 1, 4, 8)
+    with pytest.raises(ValueError, match="general mask; got mask list"):
+        as_attention_function(standard_attention)(q, q, q, [[True]])
