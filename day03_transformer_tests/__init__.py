@@ -16,6 +16,7 @@ from .model import (
 from .training import (
     ReversalTask,
     exact_sequence_accuracy,
+    is_stable,
     label_smoothing_loss,
     learning_rate,
     reversal_experiment,
@@ -32,6 +33,7 @@ __all__ = [
     "count_by_component",
     "exact_sequence_accuracy",
     "greedy_decode",
+    "is_stable",
     "label_smoothing_loss",
     "learning_rate",
     "pad_sequences",

@@ -83,7 +83,8 @@ class ClassToken(nn.Module):
         super().__init__()
         self.d_model = checks.positive_int(d_model, "d_model")
         self.token = nn.Parameter(torch.empty(1, 1, d_model))
-        nn.init.trunc_normal_(self.token, std=std)  # as ViT's reference code initialises it
+        # Hugging Face's start (ViTPreTrainedModel._init_weights); Google's is zeros
+        nn.init.trunc_normal_(self.token, std=std)
 
     def forward(self, tokens: Tensor) -> Tensor:
         if tokens.dim() != 3 or tokens.size(-1) != self.d_model:
