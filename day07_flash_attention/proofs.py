@@ -3,7 +3,13 @@
 
 """What the notebook's proofs measure, which the tests measure too (CONTRIBUTING.md, "A helper
 is written once"): outputs and gradients, errors against a float64 reference, and the
-bytes autograd saves for the backward pass."""
+bytes autograd saves for the backward pass; and which instructions the compiled kernel uses."""
+import inspect
+import json
+import os
+import subprocess
+import sys
+
 import torch
 
 from day07_flash_attention.flash_attention import standard_attention
@@ -30,6 +36,58 @@ def saved_bytes(attention, length, head_dim=16, device="cpu", **options):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         attention(*inputs, **options)
     return sum(storages.values())
+
+# PTX instructions that multiply tiles: tensor cores (Ampere, Hopper) and the ordinary FMA
+DOT_INSTRUCTIONS = {"mma.sync": r"\bmma\.sync\b", "wgmma": r"\bwgmma\.",
+                    "fma.rn.f32": r"\bfma\.rn\.f32\b"}
+
+
+def dot_instructions(capability: int, head_dim: int = 64, block: int = 64) -> dict[str, int]:
+    """Compile the forward kernel ahead of time for an NVIDIA GPU of compute capability
+    `capability` (75 Turing, 80 Ampere, 90 Hopper), float16, no GPU needed, and count in its
+    PTX the instructions that multiply the tiles: the tensor cores' `mma.sync` (Ampere) and
+    `wgmma` (Hopper), and the ordinary cores' `fma.rn.f32`. Runs only where Triton compiles
+    (TRITON_INTERPRET=0 when `kernels` was imported): see `compiled_dot_instructions`."""
+    import re
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from day07_flash_attention import kernels
+
+    kernel = kernels._attention_forward
+    names = list(inspect.signature(kernel.fn).parameters)
+    types = {"Q": "*fp16", "K": "*fp16", "V": "*fp16", "OUT": "*fp16", "KEY_MASK": "*u8",
+             "LSE": "*fp32", "scale": "fp32"}
+    signature = {name: types.get(name, "constexpr" if name.isupper() else "i32")
+                 for name in names}
+    constants = {"CAUSAL": False, "HAS_KEY_MASK": False, "HEAD_DIM": head_dim,
+                 "BLOCK_M": block, "BLOCK_N": block, "BLOCK_D": head_dim,
+                 "INPUT_PRECISION": "tf32"}
+    source = ASTSource(fn=kernel, signature=signature,
+                       constexprs={(names.index(k),): v for k, v in constants.items()})
+    compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                              options={"num_warps": 4, "num_stages": 2})
+    ptx = compiled.asm["ptx"]
+    return {name: len(re.findall(pattern, ptx)) for name, pattern in DOT_INSTRUCTIONS.items()}
+
+
+def compiled_dot_instructions(capabilities=(75, 80, 90)) -> dict:
+    """`dot_instructions` for each capability, in a fresh Python process where Triton
+    compiles (a process that has imported the kernels for the interpreter cannot compile
+    them). Returns {"triton": version, capability: counts, ...}."""
+    script = ("import json, triton\n"
+              "from day07_flash_attention.proofs import dot_instructions\n"
+              f"counts = {{c: dot_instructions(c) for c in {tuple(capabilities)!r}}}\n"
+              "print(json.dumps({'triton': triton.__version__, **counts}))\n")
+    environment = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=environment, timeout=600)
+    if result.returncode:
+        raise RuntimeError(f"ahead-of-time compilation failed: {result.stderr[-2000:]}")
+    counts = json.loads(result.stdout)
+    return {key if key == "triton" else int(key): value for key, value in counts.items()}
 
 
 def reference(query, key, value, grad_output, **options):

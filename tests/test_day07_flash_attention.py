@@ -28,6 +28,7 @@ from day07_flash_attention import (
     flash_attention,
     kernels,
     key_block_ranges,
+    proofs,
     standard_attention,
     tiled_attention,
 )
@@ -576,3 +577,11 @@ def test_the_adapter_refuses_a_function_of_another_interface_when_wrapping():
     q = randn(1, 1, 4, 8)
     with pytest.raises(ValueError, match="general mask; got mask list"):
         as_attention_function(standard_attention)(q, q, q, [[True]])
+
+
+def test_compiled_kernel_uses_tensor_cores_from_ampere_on():
+    """Ahead-of-time compilation, no GPU needed: Turing's PTX multiplies tiles with FMA only,
+    Ampere's with mma.sync, Hopper's with wgmma (the notebook's section 7 shows the same)."""
+    counts = proofs.compiled_dot_instructions((75, 80, 90))
+    assert counts[75]["mma.sync"] == counts[75]["wgmma"] == 0 and counts[75]["fma.rn.f32"] > 1000
+    assert counts[80]["mma.sync"] > 0 and counts[90]["wgmma"] > 0
