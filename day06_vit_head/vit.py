@@ -176,8 +176,8 @@ def copy_into_hugging_face(ours: ViT, theirs: nn.Module) -> None:
 
 
 def randomize_(model: nn.Module) -> nn.Module:
-    """LayerNorms start at γ = 1, β = 0 and biases at 0, the same in both implementations;
-    random values make sure that every one of them is copied to its right place."""
+    """LayerNorms start at γ = 1, β = 0 in both implementations; random values for every
+    vector (norms and biases) make sure that each one is copied to its right place."""
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if parameter.dim() == 1:
