@@ -10,7 +10,11 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from common import checks
-from day01_transformer.attention import AttentionFunction, causal_mask
+from day01_transformer.attention import (
+    AttentionFunction,
+    causal_mask,  # noqa: F401 (Day 7 re-exports it: its notebook, benchmark and tests use it)
+    dense_mask,
+)
 
 # Dtypes of the PyTorch implementations; the Triton kernel takes the first three.
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -65,12 +69,10 @@ def check_attention_inputs(query: Tensor, key: Tensor, value: Tensor, causal: bo
 
 def attention_mask(causal: bool, key_mask: Tensor | None, query_len: int, key_len: int,
                    device: torch.device) -> Tensor | None:
-    """The boolean mask broadcastable to (batch, heads, query_len, key_len), or None."""
-    mask = causal_mask(query_len, key_len, device) if causal else None
-    if key_mask is not None:
-        keys = key_mask[:, None, None, :]
-        mask = keys if mask is None else mask & keys
-    return mask
+    """The boolean mask broadcastable to (batch, heads, query_len, key_len), or None: Day 1's
+    `dense_mask` of the structure, in Day 7's argument names."""
+    return dense_mask((1, 1, query_len, key_len), key_padding_mask=key_mask, causal=causal,
+                      device=device)
 
 
 def standard_attention(query: Tensor, key: Tensor, value: Tensor, causal: bool = False,
