@@ -136,7 +136,8 @@ def scaled_dot_product_attention(
     else:
         has_key = mask.any(dim=-1, keepdim=True)
         # A fully masked row would be softmax(-inf, ..., -inf) = 0/0; give it finite scores,
-        # then zero its weights, so that neither the output nor the gradient is NaN.
+        # then zero its weights, so that neither the output nor the gradient is NaN (the
+        # gradient: test_fully_masked_rows_have_finite_gradients).
         scores = scores.masked_fill(~mask, float("-inf")).masked_fill(~has_key, 0.0)
         weights = scores.softmax(dim=-1).masked_fill(~has_key, 0.0)
     return weights @ value, weights
