@@ -41,3 +41,20 @@ def test_readme_badges_use_the_setting_and_point_at_notebooks():
     links = COLAB_LINK.findall((REPOSITORY_ROOT / "README.md").read_text())
     assert sorted(links) == sorted(colab_target(nb) for nb in NOTEBOOKS), (
         "README.md must have one Colab badge per day notebook, built from " + REPOSITORY)
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])
+def test_links_between_notebooks_are_absolute_and_point_at_files_that_exist(notebook):
+    """Relative links break in Colab, which opens one notebook alone: links to the repository's
+    files are absolute GitHub addresses built from the one setting, and their targets exist."""
+    cells = json.loads(notebook.read_text())["cells"]
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    for target in LINK.findall(markdown):
+        assert target.startswith(("https://", "http://", "#")), (
+            f"{notebook.name}: relative link {target}; use {REPOSITORY}/blob/main/...")
+        if target.startswith(f"{REPOSITORY}/blob/main/"):
+            path = target.removeprefix(f"{REPOSITORY}/blob/main/").split("#")[0]
+            assert (REPOSITORY_ROOT / path).exists(), f"{notebook.name}: {target} points nowhere"
