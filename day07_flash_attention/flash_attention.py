@@ -13,6 +13,7 @@ from common import checks
 from day01_transformer.attention import (
     AttentionFunction,
     causal_mask,  # noqa: F401 (Day 7 re-exports it: its notebook, benchmark and tests use it)
+    check_key_padding_mask,
     dense_mask,
 )
 
@@ -55,14 +56,7 @@ def check_attention_inputs(query: Tensor, key: Tensor, value: Tensor, causal: bo
         raise ValueError(f"head_dim={query.size(3)} is not supported: at most {max_head_dim}")
     checks.as_bool(causal, "causal")
     checks.as_bool(return_lse, "return_lse")  # a truthy string would change what is returned
-    if key_mask is not None:
-        if not isinstance(key_mask, Tensor) or key_mask.dtype != torch.bool:
-            found = key_mask.dtype if isinstance(key_mask, Tensor) else type(key_mask).__name__
-            raise TypeError(f"key_mask must be a boolean tensor (True = may attend), got {found}")
-        expected = (key.size(0), key.size(2))
-        if tuple(key_mask.shape) != expected or key_mask.device != key.device:
-            raise ValueError(f"key_mask must have shape (batch, key_len) = {expected} on "
-                             f"{key.device}, got {tuple(key_mask.shape)} on {key_mask.device}")
+    check_key_padding_mask(key_mask, key.size(0), key.size(2), "key_mask", key.device)
     if scale is not None:
         checks.positive_float(scale, "scale")  # a NumPy number counts, a bool does not
 
