@@ -128,3 +128,20 @@ def test_error_of_returns_the_message_and_fails_without_an_error():
         error_of(lambda: None)
     with pytest.raises(AssertionError, match=r"does not name \['y'\]"):
         assert_error_names(refuse, ["x", "y"])
+
+
+def test_diagrams_draw_boxes_joined_by_arrows_and_reject_bad_sizes():
+    import matplotlib.pyplot as plt
+
+    from common.diagrams import arrow, box, canvas
+
+    fig, ax = canvas(6, 3)
+    first = box(ax, 1.5, 1.5, "Q", role="input")
+    second = box(ax, 4.5, 1.5, "softmax", role="attention")
+    arrow(ax, first.right, second.left, text="scores")
+    assert first.right == (2.5, 1.5) and second.top == (4.5, 1.8)
+    assert len(ax.patches) == 3 and [t.get_text() for t in ax.texts] == ["Q", "softmax", "scores"]
+    assert_error_names(lambda: box(ax, 0, 0, "x", width=0), ["width", "0"])
+    assert_error_names(lambda: box(ax, 0, 0, "x", role="blue"), ["role", "blue", "attention"])
+    assert_error_names(lambda: canvas(1, -1), ["height", "-1"])
+    plt.close(fig)
