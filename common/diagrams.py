@@ -81,6 +81,11 @@ def arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], text: 
     ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10,
                                  connectionstyle=f"arc3,rad={bend}", color="#444444",
                                  linewidth=0.9, shrinkA=0, shrinkB=0))
-    if text:
-        middle = ((start[0] + end[0]) / 2 + 0.08, (start[1] + end[1]) / 2)
-        ax.text(*middle, text, ha="left", va="center", fontsize=fontsize, color="#444444")
+    if text:  # above a mostly horizontal arrow, beside a mostly vertical one
+        x, y = (start[0] + end[0]) / 2, (start[1] + end[1]) / 2
+        if abs(end[0] - start[0]) >= abs(end[1] - start[1]):
+            ax.text(x, y + 0.06, text, ha="center", va="bottom", fontsize=fontsize,
+                    color="#444444")
+        else:
+            ax.text(x + 0.08, y, text, ha="left", va="center", fontsize=fontsize,
+                    color="#444444")

@@ -1,11 +1,14 @@
-"""Plotting helpers the notebooks share: heatmaps of matrices and of attention weights."""
+"""Plotting helpers the notebooks share: heatmaps of matrices and of attention weights, and
+figures saved as small PNGs."""
 
+import io
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 
 def _as_matrix(matrix, name: str) -> np.ndarray:
@@ -93,3 +96,35 @@ def plot_attention_heads(weights, query_labels=None, key_labels=None, title: str
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def compact_png(figure: Figure, colors: int = 256) -> bytes:
+    """`figure` as a PNG with a palette of at most `colors` colours: a few times smaller than
+    matplotlib's true-colour PNG for diagrams and plots, which use few colours."""
+    from PIL import Image
+
+    if not isinstance(figure, Figure):
+        raise TypeError(f"figure must be a matplotlib Figure, got {type(figure).__name__}")
+    if isinstance(colors, bool) or not isinstance(colors, int) or not 2 <= colors <= 256:
+        raise ValueError(f"colors must be an int from 2 to 256 (a PNG palette), got {colors!r}")
+    rendered = io.BytesIO()
+    figure.savefig(rendered, format="png", dpi=figure.dpi, bbox_inches="tight")
+    image = Image.open(rendered).convert("RGB").quantize(colors)
+    compact = io.BytesIO()
+    image.save(compact, format="png", optimize=True)
+    return compact.getvalue()
+
+
+def show_figures_as_compact_pngs(colors: int = 256) -> bool:
+    """In a notebook, display every matplotlib figure with `compact_png`, so that the saved
+    notebook stays light. Returns False (and does nothing) outside IPython."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return False
+    compact_png(plt.figure(figsize=(0.1, 0.1)), colors)  # checks `colors` now, not per figure
+    plt.close()
+    shell.display_formatter.formatters["image/png"].for_type(
+        Figure, lambda figure: compact_png(figure, colors))
+    return True

@@ -107,19 +107,25 @@ def _forward_tiles(acc, row_max, row_sum, q, k_base, v_base, mask_base, rows, st
         keys = start_n + tl.arange(0, BLOCK_N)
         k = _load_rows(k_base, keys, key_len, stride_kn, cols, stride_kd, MASKED, HEAD_DIM,
                        BLOCK_D)
-        scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale  # base 2
-        if MASKED:
+        # S_ij = tau Q_i K_j^T, times log2(e): the exponentials below are exp2
+        scores = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale
+        if MASKED:  # masked scores are -inf
             visible = _visible(rows, keys, key_len, causal_shift, mask_base, CAUSAL,
                                HAS_KEY_MASK)
             scores = tl.where(visible, scores, float("-inf"))
+        # m_i' = max(m_i, rowmax(S_ij))
         new_max = tl.maximum(row_max, tl.max(scores, 1))
         safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)  # rows with no key yet
+        # P~_ij = e^(S_ij - m_i')
         p = tl.math.exp2(scores - safe_max[:, None])
+        # l_i <- e^(m_i - m_i') l_i + rowsum(P~_ij)
         rescale = tl.math.exp2(row_max - safe_max)
         row_sum = row_sum * rescale + tl.sum(p, 1)
+        # O~_i <- e^(m_i - m_i') O~_i + P~_ij V_j
         v = _load_rows(v_base, keys, key_len, stride_vn, cols, stride_vd, MASKED, HEAD_DIM,
                        BLOCK_D)
         acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
+        # m_i <- m_i'
         row_max = new_max
     return acc, row_max, row_sum
 
@@ -214,13 +220,17 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, keys, start
                         BLOCK_D)
         lse2 = _load_lse2(lse_base, rows, query_len)
         delta = tl.load(delta_base + rows, mask=rows < query_len, other=0.0)
+        # P_ij^T = e^(tau K_j Q_i^T - L_i), recomputed: never stored in the forward pass
         p_t = tl.math.exp2(tl.dot(k, tl.trans(q), input_precision=INPUT_PRECISION) * qk_scale
                            - lse2[None, :])
         if MASKED:  # causal: key j is seen by query i when j <= i + causal_shift
             p_t = tl.where(keys[:, None] <= rows[None, :] + causal_shift, p_t, 0.0)
+        # dV_j += P_ij^T dO_i
         dv += tl.dot(p_t.to(do.dtype), do, input_precision=INPUT_PRECISION)
+        # dP_ij^T = V_j dO_i^T;  dS_ij^T = P_ij^T o (dP_ij^T - Delta_i)
         dp_t = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)
         ds_t = p_t * (dp_t - delta[None, :])
+        # dK_j += dS_ij^T Q_i (times tau once, after the loop)
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=INPUT_PRECISION)
     return dk, dv
 

@@ -145,3 +145,23 @@ def test_diagrams_draw_boxes_joined_by_arrows_and_reject_bad_sizes():
     assert_error_names(lambda: box(ax, 0, 0, "x", role="blue"), ["role", "blue", "attention"])
     assert_error_names(lambda: canvas(1, -1), ["height", "-1"])
     plt.close(fig)
+
+
+def test_compact_png_is_a_smaller_png_of_the_same_size():
+    import io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from common.plotting import compact_png, show_figures_as_compact_pngs
+
+    figure = plot_heatmap(torch.rand(8, 8)).figure
+    full = io.BytesIO()
+    figure.savefig(full, format="png", bbox_inches="tight")
+    compact = compact_png(figure)
+    assert compact.startswith(b"\x89PNG") and len(compact) < len(full.getvalue())
+    assert Image.open(io.BytesIO(compact)).size == Image.open(full).size
+    assert_error_names(lambda: compact_png(figure, 1), ["colors", "256", "1"])
+    assert_error_names(lambda: compact_png(figure.axes[0]), ["figure", "Axes"], TypeError)
+    assert show_figures_as_compact_pngs() is False  # not in IPython: nothing to do
+    plt.close("all")
