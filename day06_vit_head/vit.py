@@ -195,3 +195,27 @@ def hugging_face_twin(ours: ViT, hidden_act: str = "gelu") -> nn.Module:
     theirs = ViTForImageClassification(config).eval()
     copy_into_hugging_face(ours, theirs)
     return theirs
+
+
+def attention_rollout(weights: list[Tensor | None]) -> Tensor:
+    """Attention rollout (Abnar and Zuidema, 2020), as the ViT paper draws its attention maps
+    (appendix D.8): how much each token after the last block draws on each input token.
+
+    `weights` holds each block's attention weights (batch, heads, T, T), first block first,
+    as `model.last_attention_weights` returns them. Each block's weights are averaged over
+    the heads, the residual connection is added as the identity, 0.5 A + 0.5 I with its rows
+    renormalised, and the blocks' matrices are multiplied, the last block's on the left.
+    Returns (batch, T, T): each row a distribution over the input tokens."""
+    weights = list(weights)
+    shapes = [None if w is None else tuple(w.shape) for w in weights]
+    if not weights or None in shapes:
+        raise ValueError(f"weights must hold every block's attention weights, got {shapes}; "
+                         "keep them with `with attention_weights_kept(model):` (Day 1)")
+    if len(set(shapes)) != 1 or len(shapes[0]) != 4 or shapes[0][2] != shapes[0][3]:
+        raise ValueError(f"weights must all have one shape (batch, heads, T, T), got {shapes}")
+    identity = torch.eye(shapes[0][-1], dtype=weights[0].dtype, device=weights[0].device)
+    rollout = identity
+    for block_weights in weights:
+        mixed = 0.5 * block_weights.mean(1) + 0.5 * identity
+        rollout = (mixed / mixed.sum(-1, keepdim=True)) @ rollout
+    return rollout

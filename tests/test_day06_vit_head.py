@@ -13,6 +13,7 @@ from common.testing import assert_error_names
 from day06_vit_head import (
     VIT_CONFIGS,
     ViT,
+    attention_rollout,
     copy_into_hugging_face,
     hugging_face_config,
     parameter_counts,
@@ -212,3 +213,18 @@ def test_without_mixup_the_vit_stays_below_97_percent(seed):
     run = train_digits(mixup=0, seed=seed, num_threads=1)
     assert run.test_accuracy < 0.97
     assert run.test_accuracy < logistic.score(x_test.flatten(1).numpy(), y_test.numpy())
+
+
+def test_attention_rollout_multiplies_the_blocks_with_the_residual_added():
+    # Two tokens, two blocks of two heads. Block 1 (averaged over heads): token 0 reads token 1
+    # only; block 2: both tokens read token 1 only. With the residual, 0.5 A + 0.5 I.
+    first = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]] * 2])   # (1, 2, 2, 2)
+    second = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]], [[0.0, 1.0], [0.0, 1.0]]]])
+    mixed_first = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+    mixed_second = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+    assert_close(attention_rollout([first, second])[0], mixed_second @ mixed_first)
+    random = [torch.softmax(torch.randn(3, 4, 5, 5), -1) for _ in range(3)]
+    assert_close(attention_rollout(random).sum(-1), torch.ones(3, 5))
+    assert_error_names(lambda: attention_rollout([first, None]), ["weights", "None"])
+    assert_error_names(lambda: attention_rollout([first, torch.rand(1, 2, 3, 3)]),
+                       ["weights", "(1, 2, 2, 2)", "(1, 2, 3, 3)"])

@@ -40,8 +40,8 @@ def test_the_day_ends_with_exercises_solutions_recap_and_references(notebook):
     assert list(positions) == ENDING, f"{notebook.name}: headings found {list(positions)}"
     assert [positions[h] for h in ENDING] == sorted(positions[h] for h in ENDING)
 
-    exercises = "\n".join(text(c) for c in cells[positions["## Exercises"]:positions["### Solutions"]]
-                          if c["cell_type"] == "markdown")
+    exercise_cells = cells[positions["## Exercises"]:positions["### Solutions"]]
+    exercises = "\n".join(text(c) for c in exercise_cells if c["cell_type"] == "markdown")
     count = len(re.findall(r"^\d+\. ", exercises, flags=re.MULTILINE))
     assert 2 <= count <= 4, f"{notebook.name}: {count} exercises, expected 2 to 4"
 
@@ -67,7 +67,8 @@ def test_saved_notebook_is_light_and_free_of_progress_bars(notebook):
                 f"{notebook.name}: a progress-bar fragment in a saved output"
 
 
-@pytest.mark.parametrize("notebook", [n for n in NOTEBOOKS if n.parent.name[:5] in DAYS_WITH_DIAGRAMS],
+@pytest.mark.parametrize("notebook",
+                         [n for n in NOTEBOOKS if n.parent.name[:5] in DAYS_WITH_DIAGRAMS],
                          ids=lambda path: path.parent.name)
 def test_the_structure_is_drawn_by_code(notebook):
     code = "\n".join(text(c) for c in cells_of(notebook) if c["cell_type"] == "code")
