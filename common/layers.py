@@ -28,6 +28,7 @@ from day07_flash_attention import (
     standard_attention,
     tiled_attention,
 )
+from day08_mixture_of_experts import MixtureOfExperts, Router, SwiGLUExpert, moe_vit
 
 __all__ = [
     "VIT_CONFIGS",
@@ -39,11 +40,14 @@ __all__ = [
     "EncoderLayer",
     "Generator",
     "LayerNorm",
+    "MixtureOfExperts",
     "MultiHeadAttention",
     "PatchEmbedding",
     "PositionEmbedding",
     "PositionalEncoding",
     "PositionwiseFeedForward",
+    "Router",
+    "SwiGLUExpert",
     "Transformer",
     "ViT",
     "ViTBlock",
@@ -53,6 +57,7 @@ __all__ = [
     "causal_mask",
     "flash_attention",
     "greedy_decode",
+    "moe_vit",
     "pad_sequences",
     "padding_mask",
     "scaled_dot_product_attention",

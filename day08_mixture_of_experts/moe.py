@@ -240,7 +240,8 @@ def hugging_face_state_dict(moe: MixtureOfExperts, theirs: nn.Module) -> dict[st
 def hugging_face_twin(moe: MixtureOfExperts) -> nn.Module:
     """Hugging Face's block with `moe`'s weights, built from a config (no download): Mixtral's
     `MixtralSparseMoeBlock`, or with a shared expert Qwen2-MoE's `Qwen2MoeSparseMoeBlock`."""
-    d_ff = moe.experts[0].w1.out_features if isinstance(moe.experts[0], SwiGLUExpert) else None
+    gate, _, _ = _stacked(moe)  # refuses experts that are not SwiGLU networks
+    d_ff = gate.size(1)
     sizes = dict(hidden_size=moe.d_model, num_experts_per_tok=moe.router.top_k)
     if moe.shared_expert is None:
         from transformers import MixtralConfig

@@ -1,0 +1,362 @@
+"""Day 8: the router, the experts, the two dispatches, capacity, the auxiliary losses, the MoE
+layer against Hugging Face's Mixtral and Qwen2-MoE blocks, the MoE ViT, the cost formulas and
+the bad inputs. The notebook's experiment (three seeds) runs under nbval."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from common.benchmark import counted_flops
+from common.testing import assert_error_names
+from day05_vit_encoder import ViTBlock
+from day06_vit_head import ViT
+from day08_mixture_of_experts import (
+    MixtureOfExperts,
+    Router,
+    SwiGLUExpert,
+    expert_capacity,
+    expert_share,
+    hugging_face_twin,
+    load_balancing_loss,
+    make_expert,
+    moe_layers,
+    moe_vit,
+    mutual_information,
+    naive_dispatch,
+    parameter_counts,
+    router_z_loss,
+    share_entropy,
+    sorted_dispatch,
+    train_moe_digits,
+)
+from day08_mixture_of_experts.moe import hugging_face_state_dict, run_with_router_logits
+
+with warnings.catch_warnings():  # transformers' import of tqdm.auto may warn; harmless
+    warnings.simplefilter("ignore")
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+CONFIG = dict(image_size=8, patch_size=2, in_channels=1, num_classes=10, d_model=32,
+              num_layers=2, num_heads=4, d_mlp=64)
+
+
+# ------------------------------------------------------------------------------ the router
+def test_renormalised_top_k_weights_are_a_softmax_over_the_top_k_logits():
+    router = Router(16, 8, top_k=2)
+    routing = router(torch.randn(30, 16))
+    assert_close(routing.weights, routing.logits.gather(1, routing.experts).softmax(-1))
+    assert routing.probabilities.dtype == torch.float32
+    assert (routing.experts[:, 0] == routing.probabilities.argmax(-1)).all()
+
+
+def test_switch_routing_keeps_the_probability_of_its_one_expert():
+    routing = Router(16, 8, top_k=1, renormalize=False)(torch.randn(30, 16))
+    assert_close(routing.weights[:, 0], routing.probabilities.max(-1).values)
+
+
+def test_noise_is_added_while_training_only():
+    router = Router(16, 8, noisy=True)
+    x = torch.randn(30, 16)
+    assert not torch.equal(router(x).logits, router(x).logits)
+    router.eval()
+    assert torch.equal(router(x).logits, router(x).logits)
+    assert_close(router(x).logits, router.gate(x))
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: Router(16, 4, top_k=5), ["top_k", "num_experts=4", "5"]),
+    (lambda: Router(16, 4, top_k=0), ["top_k", "0"]),
+    (lambda: Router(16, 0), ["num_experts", "0"]),
+    (lambda: Router(0, 4), ["d_model", "0"]),
+])
+def test_bad_router_configurations_name_the_argument(call, words):
+    assert_error_names(call, words)
+
+
+def test_bad_router_inputs_name_the_argument():
+    router = Router(16, 4)
+    assert_error_names(lambda: router(torch.randn(3, 12)), ["d_model=16", "(3, 12)"])
+    assert_error_names(lambda: router(torch.randn(2, 3, 16)), ["x", "2"])
+    assert_error_names(lambda: Router(16, 4, renormalize="yes"), ["renormalize"], TypeError)
+
+
+# ----------------------------------------------------------------------------- the experts
+def test_swiglu_expert_is_its_formula_and_the_gelu_expert_is_day_5s_mlp():
+    expert = SwiGLUExpert(16, 32)
+    x = torch.randn(5, 16)
+    gate, up, down = expert.w1.weight, expert.w3.weight, expert.w2.weight
+    assert_close(expert(x), (torch.nn.functional.silu(x @ gate.T) * (x @ up.T)) @ down.T)
+    assert isinstance(make_expert("gelu", 16, 32).activation, nn.GELU)
+    assert isinstance(make_expert("relu", 16, 32).activation, nn.ReLU)
+    assert_error_names(lambda: make_expert("tanh", 16, 32), ["expert", "tanh", "swiglu"])
+
+
+# ---------------------------------------------------------------------------- the dispatch
+def outputs_and_gradients(dispatch, x, router, experts):
+    x = x.detach().clone().requires_grad_()
+    output = dispatch(x, experts, router(x))
+    output = output[0] if isinstance(output, tuple) else output
+    parameters = [x, *router.parameters(), *experts.parameters()]
+    return [output, *torch.autograd.grad(output.square().sum(), parameters)]
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["swiglu", "gelu"])
+def test_sorted_dispatch_equals_the_naive_one_in_outputs_and_gradients(top_k, kind):
+    router = Router(16, 6, top_k)
+    experts = nn.ModuleList(make_expert(kind, 16, 24) for _ in range(6))
+    x = torch.randn(50, 16)
+    naive = outputs_and_gradients(naive_dispatch, x, router, experts)
+    efficient = outputs_and_gradients(sorted_dispatch, x, router, experts)
+    for theirs, ours in zip(naive, efficient, strict=True):
+        assert_close(ours, theirs)
+
+
+def test_all_experts_without_renormalisation_is_the_soft_mixture():
+    router = Router(16, 5, top_k=5, renormalize=False)
+    experts = nn.ModuleList(SwiGLUExpert(16, 24) for _ in range(5))
+    x = torch.randn(20, 16)
+    routing = router(x)
+    mixture = sum(routing.probabilities[:, [i]] * experts[i](x) for i in range(5))
+    assert_close(sorted_dispatch(x, experts, routing)[0], mixture)
+
+
+def test_an_expert_that_no_token_chose_is_skipped():
+    router = Router(16, 4, top_k=1)
+    with torch.no_grad():
+        router.gate.weight.zero_()
+        router.gate.weight[2] = 0.0
+        router.gate.weight[0, 0] = 100.0  # every token with x[0] > 0 picks expert 0
+    x = torch.randn(20, 16).abs()
+    experts = nn.ModuleList(SwiGLUExpert(16, 8) for _ in range(4))
+    output, kept = sorted_dispatch(x, experts, router(x))
+    assert kept.all()
+    assert_close(output, naive_dispatch(x, experts, router(x)))
+
+
+# -------------------------------------------------------------------------------- capacity
+def test_a_capacity_factor_of_n_over_k_drops_nothing():
+    router, experts = Router(16, 8, 2), nn.ModuleList(SwiGLUExpert(16, 8) for _ in range(8))
+    x = torch.randn(40, 16)
+    routing = router(x)
+    capacity = expert_capacity(40, 8, 2, 8 / 2)
+    output, kept = sorted_dispatch(x, experts, routing, capacity)
+    assert capacity == 40 and kept.all()
+    assert_close(output, sorted_dispatch(x, experts, routing)[0])
+
+
+def test_a_small_capacity_drops_second_choices_first_and_zeroes_lost_tokens():
+    router, experts = Router(16, 8, 2), nn.ModuleList(SwiGLUExpert(16, 8) for _ in range(8))
+    x = torch.randn(64, 16)
+    routing = router(x)
+    output, kept = sorted_dispatch(x, experts, routing, capacity=expert_capacity(64, 8, 2, 0.5))
+    assert 0 < (~kept).sum() < kept.numel()
+    per_expert = torch.bincount(routing.experts[kept], minlength=8)
+    assert (per_expert <= 8).all()
+    for e in range(8):
+        if (kept[:, 1] & (routing.experts[:, 1] == e)).any():
+            assert kept[:, 0][routing.experts[:, 0] == e].all()
+    lost = ~kept.any(-1)
+    assert lost.any() and (output[lost] == 0).all()
+
+
+def test_dropped_tokens_pass_through_the_blocks_residual():
+    block = ViTBlock(16, 2, 32).eval()
+    block.mlp = MixtureOfExperts(16, 16, 8, 2, capacity_factor=0.5)
+    z = torch.randn(2, 20, 16)
+    with torch.no_grad():
+        normed = block.norm1(z)
+        z_prime = z + block.self_attention(normed, normed, normed)
+        output = block(z)
+    lost = ~block.mlp.last_kept.any(-1).view(2, 20)
+    assert lost.any() and block.mlp.dropped_fraction > 0
+    assert torch.equal(output[lost], z_prime[lost])
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: MixtureOfExperts(16, 32, 4, 2, capacity_factor=0), ["capacity_factor", "0"]),
+    (lambda: MixtureOfExperts(16, 32, 4, 2, capacity_factor=-1.5), ["capacity_factor", "-1.5"]),
+    (lambda: MixtureOfExperts(16, 32, 4, 2, capacity_factor=1.0, dispatch="naive"),
+     ["capacity_factor", "sorted"]),
+    (lambda: MixtureOfExperts(16, 32, 4, 2, dispatch="fast"), ["dispatch", "fast", "naive"]),
+    (lambda: MixtureOfExperts(16, 32, 4, 5), ["top_k", "num_experts=4"]),
+    (lambda: MixtureOfExperts(16, 32, 0, 1), ["num_experts", "0"]),
+    (lambda: MixtureOfExperts(16, 32, 4, 2)(torch.randn(2, 5, 12)), ["d_model=16", "(2, 5, 12)"]),
+])
+def test_bad_layer_configurations_and_inputs_name_the_argument(call, words):
+    assert_error_names(call, words)
+
+
+def test_the_dropped_fraction_needs_a_call_first():
+    layer = MixtureOfExperts(16, 32, 4, 2)
+    assert_error_names(lambda: layer.dropped_fraction, ["no call"], RuntimeError)
+    layer(torch.randn(3, 16))
+    assert layer.dropped_fraction == 0.0
+
+
+# ------------------------------------------------------------------ against Hugging Face's
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_equal_to_mixtrals_block_outputs_and_router_logits(top_k):
+    ours = MixtureOfExperts(16, 24, num_experts=8, top_k=top_k)
+    theirs = hugging_face_twin(ours)
+    assert type(theirs).__name__ == "MixtralSparseMoeBlock"
+    x = torch.randn(3, 7, 16)
+    output, logits = run_with_router_logits(theirs, x)
+    assert_close(ours(x), output)
+    assert_close(ours.last_routing.logits, logits)
+
+
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_with_a_shared_expert_equal_to_qwen2_moes_block(renormalize):
+    ours = MixtureOfExperts(16, 12, 4, 2, renormalize=renormalize, shared_expert_d_ff=40)
+    theirs = hugging_face_twin(ours)
+    assert type(theirs).__name__ == "Qwen2MoeSparseMoeBlock"
+    x = torch.randn(2, 5, 16)
+    output, logits = run_with_router_logits(theirs, x)
+    assert_close(ours(x), output)
+    assert_close(ours.last_routing.logits, logits)
+
+
+def test_the_mapping_also_fits_transformers_4s_list_of_experts():
+    """transformers 4 kept a ModuleList of experts with w1, w2, w3: the same weights load into
+    a block of that layout and give the same expert outputs."""
+    ours = MixtureOfExperts(16, 12, 3, 2)
+
+    class Expert(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1, self.w3 = nn.Linear(16, 12, bias=False), nn.Linear(16, 12, bias=False)
+            self.w2 = nn.Linear(12, 16, bias=False)
+
+    class Version4Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate = nn.Linear(16, 3, bias=False)
+            self.experts = nn.ModuleList(Expert() for _ in range(3))
+
+    theirs = Version4Block()
+    theirs.load_state_dict(hugging_face_state_dict(ours, theirs), strict=True)
+    x = torch.randn(4, 16)
+    for mine, old in zip(ours.experts, theirs.experts, strict=True):
+        assert_close(mine(x), old.w2(torch.nn.functional.silu(old.w1(x)) * old.w3(x)))
+
+
+def test_hugging_face_twin_refuses_what_mixtral_cannot_express():
+    assert_error_names(lambda: hugging_face_twin(MixtureOfExperts(16, 12, 4, 2, expert="gelu")),
+                       ["SwiGLU", "swiglu"])
+    assert_error_names(lambda: hugging_face_twin(MixtureOfExperts(16, 12, 4, 2,
+                                                                  renormalize=False)),
+                       ["renormalize=True"])
+
+
+# ----------------------------------------------------------------------- the auxiliary losses
+@pytest.mark.parametrize("top_k", [1, 2, 4])
+def test_load_balancing_loss_equals_transformers(top_k):
+    logits = torch.randn(64, 8)
+    assert_close(load_balancing_loss(logits, top_k), load_balancing_loss_func((logits,), 8, top_k))
+    layers = (logits, torch.randn(32, 8))
+    assert_close(load_balancing_loss(torch.cat(layers), top_k),
+                 load_balancing_loss_func(layers, 8, top_k))
+
+
+def test_load_balancing_loss_is_k_for_a_uniform_router_and_grows_with_concentration():
+    assert_close(load_balancing_loss(torch.zeros(16, 8), 2), torch.tensor(2.0))
+    bias = torch.tensor([1.0] + [0.0] * 7)
+    losses = [load_balancing_loss(torch.randn(256, 8) * 0.1 + s * bias, 2).item()
+              for s in (0, 2, 8)]
+    assert losses[0] < losses[1] < losses[2] <= 8 * 2
+
+
+def test_z_loss_is_the_mean_squared_log_sum_exp():
+    logits = torch.randn(10, 6) * 5
+    assert_close(router_z_loss(logits), (logits.exp().sum(-1).log() ** 2).mean())
+
+
+def test_bad_router_logits_name_the_argument():
+    assert_error_names(lambda: load_balancing_loss(torch.randn(8), 1), ["router_logits"])
+    assert_error_names(lambda: load_balancing_loss(torch.randn(8, 4), 5), ["top_k", "4", "5"])
+    assert_error_names(lambda: router_z_loss(torch.randn(2, 3, 4)), ["router_logits"])
+
+
+# ---------------------------------------------------------------------------- the MoE ViT
+def test_moe_vit_without_moe_blocks_is_day_6s_vit():
+    torch.manual_seed(0)
+    dense = ViT(**CONFIG)
+    torch.manual_seed(0)
+    untouched = moe_vit(CONFIG, moe_blocks=[])
+    for a, b in zip(dense.state_dict().values(), untouched.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert moe_layers(untouched) == []
+
+
+def test_moe_vit_with_one_expert_is_the_dense_model():
+    dense = ViT(**CONFIG).eval()
+    single = moe_vit(CONFIG, num_experts=1, top_k=1, d_expert=64).eval()
+    for block, dense_block in zip(single.encoder.blocks, dense.encoder.blocks, strict=True):
+        block.mlp.experts[0].load_state_dict(dense_block.mlp.state_dict())
+    single.load_state_dict({k: v for k, v in dense.state_dict().items() if ".mlp." not in k},
+                           strict=False)
+    images = torch.randn(4, 1, 8, 8)
+    assert_close(single(images), dense(images))
+
+
+def test_moe_vit_places_the_moe_where_asked_and_refuses_other_blocks():
+    model = moe_vit(CONFIG, moe_blocks=[1])
+    assert [isinstance(b.mlp, MixtureOfExperts) for b in model.encoder.blocks] == [False, True]
+    assert_error_names(lambda: moe_vit(CONFIG, moe_blocks=[2]), ["moe_blocks", "2", "0 to 1"])
+
+
+def test_parameter_counts_leave_out_the_experts_a_token_skips():
+    model = moe_vit(CONFIG, num_experts=8, top_k=2, d_expert=32)
+    total, active = parameter_counts(model)
+    per_expert = 2 * 32 * 32 + 32 + 32
+    assert total == sum(p.numel() for p in model.parameters())
+    assert total - active == 2 * (8 - 2) * per_expert
+    assert parameter_counts(ViT(**CONFIG))[0] == parameter_counts(ViT(**CONFIG))[1]
+
+
+# ----------------------------------------------------------------------------------- cost
+@pytest.mark.parametrize("dispatch, runs", [("sorted", 2), ("naive", 8)])
+def test_flops_per_token_are_the_formula(dispatch, runs):
+    d, d_e, n, k, tokens = 32, 64, 8, 2, 128
+    layer = MixtureOfExperts(d, d_e, n, k, expert="gelu", dispatch=dispatch)
+    assert counted_flops(layer, torch.randn(tokens, d)) == tokens * (2 * d * n + runs * 4 * d * d_e)
+    swiglu = MixtureOfExperts(d, d_e, n, k)
+    assert counted_flops(swiglu, torch.randn(tokens, d)) == tokens * (2 * d * n + k * 6 * d * d_e)
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_share_entropy_and_mutual_information():
+    assert math.isclose(share_entropy(torch.full((8,), 1 / 8)), 1.0, rel_tol=1e-6)
+    assert share_entropy(torch.tensor([1.0, 0, 0, 0])) == 0.0
+    assert_error_names(lambda: share_entropy(torch.ones(1)), ["share", "(1,)"])
+    a = torch.arange(8).repeat(10)
+    assert math.isclose(mutual_information(a, a, 8, 8), math.log(8), rel_tol=1e-5)
+    assert abs(mutual_information(a, torch.arange(80) // 8 % 10, 8, 10)) < 0.1
+    assert_error_names(lambda: mutual_information(a, a[:5], 8, 8), ["first", "second", "(80,)"])
+
+
+def test_expert_share_counts_the_kept_assignments():
+    layer = MixtureOfExperts(16, 8, 4, 2, capacity_factor=0.5)
+    layer(torch.randn(64, 16))
+    share = expert_share(layer)
+    assert_close(share.sum(), torch.tensor(1.0))
+    kept_per_expert = torch.bincount(layer.last_routing.experts[layer.last_kept], minlength=4)
+    assert_close(share, kept_per_expert / kept_per_expert.sum())
+
+
+def test_a_short_training_run_repeats_and_records_the_shares():
+    def build():
+        return moe_vit(CONFIG, num_experts=4, top_k=2, d_expert=16)
+
+    first = train_moe_digits(build, epochs=1, seed=3)
+    second = train_moe_digits(build, epochs=1, seed=3)
+    assert first.test_accuracy == second.test_accuracy and 0 <= first.test_accuracy <= 1
+    assert len(first.shares) == 1 and first.shares[0].shape == (2, 4)
+    assert_close(first.shares[0].sum(-1), torch.ones(2))
+    assert_error_names(lambda: train_moe_digits(build, epochs=0), ["epochs", "0"])
+    assert_error_names(lambda: train_moe_digits(build, balance_weight=-1.0),
+                       ["balance_weight", "-1.0"])
