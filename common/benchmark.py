@@ -4,9 +4,11 @@ out-of-memory rows, and the output files (JSON, CSV, plots, a text table).
 
 - On CUDA, time is `triton.testing.do_bench`'s (it flushes the L2 cache and synchronises);
   on a CPU, repeated `time.perf_counter` calls. Both report min, median and max.
-- Peak memory, on CUDA only: the peak of `torch.cuda.max_memory_allocated` during one call,
+- Peak memory, on CUDA: the peak of `torch.cuda.max_memory_allocated` during one call,
   minus what was allocated before it (the inputs). PyTorch keeps no statistics of the CPU
-  allocator, so a CPU measurement has none.
+  allocator; on any device, `peak_tensor_bytes` counts instead the bytes of the tensors a
+  call creates, as they are created and freed (what the computation holds, without the
+  allocator's own overhead).
 - A number that no run produced is never written: a row that failed says why ("OOM",
   "unsupported", "error") and has no figures.
 """
@@ -60,6 +62,64 @@ def peak_cuda_mib(run: Callable[[], object]) -> float:
     run()
     torch.cuda.synchronize()
     return (torch.cuda.max_memory_allocated() - baseline) / 2 ** 20
+
+
+class _LiveTensorBytes:
+    """The bytes held by the storages that operations create, tracked as they are created
+    (a TorchDispatchMode sees every operation's outputs) and freed (a finalizer on each
+    output tensor; PyTorch keeps a tensor's Python object alive as long as the tensor lives)."""
+
+    def __init__(self):
+        self.holders: dict[tuple, int] = {}  # storage -> number of live tensors on it
+        self.sizes: dict[tuple, int] = {}
+        self.current = self.peak = 0
+
+    def track(self, tensor: torch.Tensor, inputs: set) -> None:
+        import weakref
+
+        storage = tensor.untyped_storage()
+        key = (str(storage.device), storage.data_ptr())
+        if storage.nbytes() == 0 or (key in inputs and key not in self.holders):
+            return  # empty, or a view or in-place result of a tensor made before the call
+        if key not in self.holders:
+            self.holders[key], self.sizes[key] = 0, storage.nbytes()
+            self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+        self.holders[key] += 1
+        weakref.finalize(tensor, self.release, key)
+
+    def release(self, key: tuple) -> None:
+        self.holders[key] -= 1
+        if self.holders[key] == 0:
+            del self.holders[key]
+            self.current -= self.sizes.pop(key)
+
+
+def peak_tensor_bytes(run: Callable[[], object]) -> int:
+    """The peak, during `run()`, of the bytes held by the tensors it creates, on any device:
+    the memory the computation needs beyond its inputs. Exact and deterministic, unlike a
+    process's resident memory; it leaves out an operation's internal workspace and the
+    allocator's own overhead. The result of `run()` is freed before returning."""
+    from torch.utils import _pytree as pytree
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    live = _LiveTensorBytes()
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            output = func(*args, **(kwargs or {}))
+            inputs = {(str(t.untyped_storage().device), t.untyped_storage().data_ptr())
+                      for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+            for tensor in pytree.tree_leaves(output):
+                if isinstance(tensor, torch.Tensor):
+                    live.track(tensor, inputs)
+            return output
+
+    with Watch():
+        result = run()
+    del result
+    gc.collect()
+    return live.peak
 
 
 def measure(run: Callable[[], object], device: str,

@@ -93,3 +93,25 @@ def test_argument_types_refuse_what_cannot_be_right(tmp_path):
 def test_output_folder_refuses_what_cannot_hold_results(text, words):
     with pytest.raises(argparse.ArgumentTypeError, match=words):
         bench.output_folder_argument(text)
+
+
+def test_peak_tensor_bytes_counts_what_a_call_holds_at_its_peak():
+    a, b = torch.randn(100, 100), torch.randn(100, 100)
+    assert bench.peak_tensor_bytes(lambda: a @ b) == 100 * 100 * 4  # the output only
+
+    def chain():
+        x = torch.randn(100, 100)
+        for _ in range(5):
+            x = x * 2  # the old tensor is freed once the new one exists: two at a time
+        return x
+
+    assert bench.peak_tensor_bytes(chain) == 2 * 100 * 100 * 4
+
+    def in_place_and_views():
+        x = torch.randn(100, 100)
+        x.mul_(2)
+        return x.view(-1)[:10]
+
+    assert bench.peak_tensor_bytes(in_place_and_views) == 100 * 100 * 4
+    scores = bench.peak_tensor_bytes(lambda: torch.randn(1, 64, 8) @ torch.randn(1, 8, 64))
+    assert scores == (64 * 8 * 2 + 64 * 64) * 4
