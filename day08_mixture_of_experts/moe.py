@@ -48,10 +48,16 @@ class Router(nn.Module):
         if x.size(-1) != self.d_model:
             raise ValueError(f"x must be (tokens, d_model={self.d_model}), got shape "
                              f"{tuple(x.shape)}")
+        weight = self.gate.weight
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise TypeError(f"x must be {weight.dtype} on {weight.device}, like the router's "
+                            f"weights, got {x.dtype} on {x.device}")
         logits = self.gate(x)
         if self.noise is not None and self.training:
             logits = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
-        probabilities = logits.softmax(-1, dtype=torch.float32)
+        # In float32 at least, as Mixtral's router does (MixtralTopKRouter.forward).
+        probabilities = logits.softmax(-1, dtype=torch.promote_types(logits.dtype,
+                                                                     torch.float32))
         weights, experts = probabilities.topk(self.top_k, dim=-1)
         if self.renormalize:
             weights = weights / weights.sum(-1, keepdim=True)
@@ -103,7 +109,13 @@ def naive_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Tenso
 
 def expert_capacity(tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
     """How many token assignments each expert may take (Switch Transformer, section 2.2, with
-    GShard's top-k): ceil(capacity_factor * tokens * top_k / num_experts)."""
+    GShard's top-k, rounded up): ceil(capacity_factor * tokens * top_k / num_experts)."""
+    tokens = checks.non_negative_int(tokens, "tokens")
+    num_experts, top_k = checks.positive_int(num_experts, "num_experts"), checks.positive_int(
+        top_k, "top_k")
+    if top_k > num_experts:
+        raise ValueError(f"top_k must be at most num_experts={num_experts}, got {top_k}")
+    capacity_factor = checks.positive_float(capacity_factor, "capacity_factor")
     return math.ceil(capacity_factor * tokens * top_k / num_experts)
 
 
@@ -114,7 +126,12 @@ def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
     its first `capacity` assignments, first choices before second ones, each in token order
     (GShard, section 2.2); the rest are dropped. Returns (output, kept): kept is (tokens,
     top_k), False where an assignment was dropped."""
+    checks.floating_tensor(x, "x", dims=2)
     tokens, top_k = routing.experts.shape
+    if x.size(0) != tokens:
+        raise ValueError(f"x must hold the routing's {tokens} tokens, got {x.size(0)}")
+    if capacity is not None:
+        capacity = checks.non_negative_int(capacity, "capacity")
     # Assignment a = choice * tokens + token: a stable sort by expert keeps, within each
     # expert, all first choices before the second ones, each in token order.
     chosen = routing.experts.t().reshape(-1)
@@ -123,6 +140,9 @@ def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
     # The size of each expert's share is data: tolist() waits for it. Production kernels
     # avoid that with a grouped matrix product over all experts at once.
     counts = torch.bincount(chosen, minlength=len(experts)).tolist()
+    if len(counts) > len(experts):
+        raise ValueError(f"routing chose expert {len(counts) - 1}, but there are "
+                         f"{len(experts)} experts")
     kept = torch.ones(tokens * top_k, dtype=torch.bool, device=x.device)
     output = torch.zeros_like(x)
     for expert, assignments in zip(experts, order.split(counts), strict=True):
@@ -160,12 +180,8 @@ class MixtureOfExperts(nn.Module):
                                      for _ in range(num_experts))
         if dispatch not in DISPATCHES:
             raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
-        if capacity_factor is not None:
-            capacity_factor = checks.positive_float(capacity_factor, "capacity_factor")
-            if dispatch != "sorted":
-                raise ValueError("capacity_factor needs dispatch='sorted': the naive dispatch "
-                                 "runs every expert on every token")
-        self.d_model, self.dispatch, self.capacity_factor = d_model, dispatch, capacity_factor
+        self.d_model, self.dispatch = d_model, dispatch
+        self.capacity_factor = capacity_factor  # checked by the property below
         self.shared_expert = self.shared_expert_gate = None
         if shared_expert_d_ff is not None:
             self.shared_expert = SwiGLUExpert(d_model, shared_expert_d_ff)
@@ -194,11 +210,32 @@ class MixtureOfExperts(nn.Module):
         return output.reshape(x.shape)
 
     @property
+    def capacity_factor(self) -> float | None:
+        """Each expert's capacity as a multiple of an even share (None: no limit); it may be
+        changed between calls, and is checked when it is."""
+        return self._capacity_factor
+
+    @capacity_factor.setter
+    def capacity_factor(self, value: float | None) -> None:
+        if value is not None:
+            value = checks.positive_float(value, "capacity_factor")
+            if self.dispatch != "sorted":
+                raise ValueError("capacity_factor needs dispatch='sorted': the naive dispatch "
+                                 "runs every expert on every token")
+        self._capacity_factor = value
+
+    def _last(self) -> tuple[Routing, Tensor]:
+        if self.last_routing is None:
+            raise RuntimeError("no call yet: the routing statistics describe the last forward "
+                               "pass")
+        return self.last_routing, self.last_kept
+
+    @property
     def dropped_fraction(self) -> float:
-        """The fraction of the last call's token assignments that capacity dropped."""
-        if self.last_kept is None:
-            raise RuntimeError("no call yet: dropped_fraction describes the last forward pass")
-        return 1.0 - self.last_kept.float().mean().item()
+        """The fraction of the last call's token assignments that capacity dropped (0 for a
+        call without tokens)."""
+        _, kept = self._last()
+        return 1.0 - kept.float().mean().item() if kept.numel() else 0.0
 
 
 def _stacked(moe: MixtureOfExperts) -> tuple[Tensor, Tensor, Tensor]:
@@ -240,6 +277,11 @@ def hugging_face_state_dict(moe: MixtureOfExperts, theirs: nn.Module) -> dict[st
 def hugging_face_twin(moe: MixtureOfExperts) -> nn.Module:
     """Hugging Face's block with `moe`'s weights, built from a config (no download): Mixtral's
     `MixtralSparseMoeBlock`, or with a shared expert Qwen2-MoE's `Qwen2MoeSparseMoeBlock`."""
+    if not isinstance(moe, MixtureOfExperts):
+        raise TypeError(f"moe must be a MixtureOfExperts, got {type(moe).__name__}")
+    if moe.capacity_factor is not None or moe.router.noise is not None:
+        raise ValueError("Hugging Face's blocks have no capacity and no noisy router: build "
+                         "with capacity_factor=None and noisy=False")
     gate, _, _ = _stacked(moe)  # refuses experts that are not SwiGLU networks
     d_ff = gate.size(1)
     sizes = dict(hidden_size=moe.d_model, num_experts_per_tok=moe.router.top_k)
@@ -265,13 +307,14 @@ def hugging_face_twin(moe: MixtureOfExperts) -> nn.Module:
         theirs = Qwen2MoeSparseMoeBlock(config)
     # Their weights start uninitialised (torch.empty): every one must be loaded.
     theirs.load_state_dict(hugging_face_state_dict(moe, theirs), strict=True)
-    return theirs.eval()
+    return theirs.to(moe.router.gate.weight.dtype).eval()
 
 
 def run_with_router_logits(theirs: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """(output, router logits) of a Hugging Face MoE block on x (batch, length, d_model).
     transformers 5 returns the output alone (a model records the logits from its router), 4
     returned both; a hook on the router reads them in either case."""
+    checks.floating_tensor(x, "x", dims=3)
     captured = {}
 
     def keep(module, inputs, output):
@@ -285,39 +328,58 @@ def run_with_router_logits(theirs: nn.Module, x: Tensor) -> tuple[Tensor, Tensor
     return (output[0] if isinstance(output, tuple) else output), captured["logits"]
 
 
-def load_balancing_loss(router_logits: Tensor, top_k: int) -> Tensor:
-    """Switch Transformer's auxiliary loss (equation 4), with GShard's top-k, as Mixtral computes
-    it: E * sum_e f_e * P_e, where f_e is the number of tokens that chose expert e among their
-    top k, divided by the number of tokens, and P_e the mean router probability of e. It is
-    top_k when the routing is uniform, and grows as the routing concentrates."""
+def _check_router_logits(router_logits: Tensor) -> None:
     checks.floating_tensor(router_logits, "router_logits", dims=2)
+    if router_logits.size(0) == 0:  # a mean over no token would be NaN
+        raise ValueError("router_logits must hold at least one token, got shape "
+                         f"{tuple(router_logits.shape)}")
+
+
+def load_balancing_loss(router_logits: Tensor, top_k: int) -> Tensor:
+    """Switch Transformer's auxiliary loss (equation 4) with top-k counts, as transformers'
+    load_balancing_loss_func computes it for Mixtral: E * sum_e f_e * P_e, where f_e is the
+    number of tokens that chose expert e among their top k, divided by the number of tokens
+    (so the f_e sum to top_k), and P_e the mean router probability of e. It is top_k whenever
+    the mean probabilities are uniform, and at most E."""
+    _check_router_logits(router_logits)
     num_experts = router_logits.size(-1)
     top_k = checks.positive_int(top_k, "top_k")
     if top_k > num_experts:
         raise ValueError(f"top_k must be at most the number of experts {num_experts}, got {top_k}")
-    probabilities = router_logits.softmax(-1, dtype=torch.float32)
+    probabilities = router_logits.softmax(-1, dtype=torch.promote_types(router_logits.dtype,
+                                                                         torch.float32))
     chosen = probabilities.topk(top_k, dim=-1).indices
-    fraction = F.one_hot(chosen, num_experts).float().sum(1).mean(0)  # f_e, summing to top_k
+    fraction = F.one_hot(chosen, num_experts).to(probabilities.dtype).sum(1).mean(0)  # f_e
     return num_experts * (fraction * probabilities.mean(0)).sum()
 
 
 def router_z_loss(router_logits: Tensor) -> Tensor:
-    """ST-MoE's router z-loss (Zoph et al., 2022, equation 5): the mean squared log-sum-exp of
-    each token's logits. It keeps the logits small, where the softmax is stable."""
-    checks.floating_tensor(router_logits, "router_logits", dims=2)
-    return torch.logsumexp(router_logits.float(), dim=-1).square().mean()
+    """ST-MoE's router z-loss (Zoph et al., 2022, section 3.3, equation 5): the mean squared
+    log-sum-exp of each token's logits. It keeps the logits small, where the softmax is
+    stable."""
+    _check_router_logits(router_logits)
+    wide = router_logits.to(torch.promote_types(router_logits.dtype, torch.float32))
+    return torch.logsumexp(wide, dim=-1).square().mean()
 
 
 def moe_vit(config: dict, num_experts: int = 8, top_k: int = 2, d_expert: int | None = None,
             moe_blocks=None, **moe_options) -> ViT:
     """Day 6's ViT built from `config`, with the MLP of the blocks `moe_blocks` (default: all)
     replaced by a MixtureOfExperts of `num_experts` experts of width `d_expert` (default:
-    d_mlp / top_k, the dense MLP's active width). Day 5's MLPs are GELU networks, and so are
+    d_mlp // top_k, the dense MLP's active width). Day 5's MLPs are GELU networks, and so are
     these experts unless `expert=` says otherwise. Nothing of Day 6 changes: the blocks call
     `self.mlp` whatever it is."""
+    if not isinstance(config, dict) or not {"d_model", "d_mlp"} <= set(config):
+        raise ValueError("config must be a dict of ViT arguments with d_model and d_mlp, got "
+                         f"{config!r}")
+    top_k = checks.positive_int(top_k, "top_k")
     model = ViT(**config)
     blocks = model.encoder.blocks
-    moe_blocks = range(len(blocks)) if moe_blocks is None else list(moe_blocks)
+    if moe_blocks is None:
+        moe_blocks = range(len(blocks))
+    elif isinstance(moe_blocks, int | str) or not hasattr(moe_blocks, "__iter__"):
+        raise TypeError(f"moe_blocks must be a list of block indices, got {moe_blocks!r}")
+    moe_blocks = [checks.as_int(index, "moe_blocks") for index in moe_blocks]
     for index in moe_blocks:
         if not 0 <= index < len(blocks):
             raise ValueError(f"moe_blocks must be block indices from 0 to {len(blocks) - 1}, "
@@ -341,7 +403,7 @@ def auxiliary_loss(model: nn.Module, balance_weight: float = 0.01,
     load-balancing loss plus z_weight times the router z-loss (Switch's 0.01, ST-MoE's 0.001)."""
     total = torch.zeros(())
     for layer in moe_layers(model):
-        logits = layer.last_routing.logits
+        logits = layer._last()[0].logits
         total = total + balance_weight * load_balancing_loss(logits, layer.router.top_k)
         total = total + z_weight * router_z_loss(logits)
     return total
@@ -349,26 +411,36 @@ def auxiliary_loss(model: nn.Module, balance_weight: float = 0.01,
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
     """(total, active): all of `model`'s parameters, and those one token uses, which leave
-    out the num_experts - top_k experts that each MoE layer does not run for it."""
+    out the num_experts - top_k experts that each MoE layer does not run for it (the router,
+    noise included, is active)."""
     total = sum(p.numel() for p in model.parameters())
-    idle = sum((len(layer.experts) - layer.router.top_k)
-               * sum(p.numel() for p in layer.experts[0].parameters())
-               for layer in moe_layers(model))
+    idle = 0
+    for layer in moe_layers(model):
+        sizes = {sum(p.numel() for p in expert.parameters()) for expert in layer.experts}
+        if len(sizes) != 1:
+            raise ValueError(f"the experts of a layer must have one size to count the active "
+                             f"parameters, got sizes {sorted(sizes)}")
+        idle += (len(layer.experts) - layer.router.top_k) * sizes.pop()
     return total, total - idle
 
 
 def expert_share(layer: MixtureOfExperts) -> Tensor:
     """(num_experts,): the fraction of the last call's kept assignments that each expert took."""
-    chosen = layer.last_routing.experts[layer.last_kept]
+    routing, kept = layer._last()
+    chosen = routing.experts[kept]
     return torch.bincount(chosen, minlength=len(layer.experts)).float() / max(len(chosen), 1)
 
 
 def share_entropy(share: Tensor) -> float:
     """The entropy of an expert share in units of log(num_experts): 1 when every expert takes
     the same share, 0 when one expert takes everything."""
-    if share.dim() != 1 or len(share) < 2:
+    checks.floating_tensor(share, "share", dims=1)
+    if len(share) < 2:
         raise ValueError(f"share must be one share per expert, at least 2, got shape "
                          f"{tuple(share.shape)}")
+    if not (share >= 0).all() or abs(share.sum().item() - 1) > 1e-4:
+        raise ValueError(f"share must be non-negative fractions that sum to 1 (a call with "
+                         f"tokens), got {share.tolist()}")
     nonzero = share[share > 0]
     return float(-(nonzero * nonzero.log()).sum() / math.log(len(share)))
 
@@ -377,10 +449,20 @@ def mutual_information(first: Tensor, second: Tensor, first_values: int,
                        second_values: int) -> float:
     """I(A; B) in nats of two paired samples of integers, A in [0, first_values) and B in
     [0, second_values): how much knowing one tells about the other, 0 when independent."""
+    for name, sample in (("first", first), ("second", second)):
+        checks.tensor(sample, name)
+        if sample.dtype.is_floating_point or sample.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integers, got {sample.dtype}")
     if first.shape != second.shape or first.dim() != 1 or len(first) == 0:
         raise ValueError(f"first and second must be paired 1-D samples, got shapes "
                          f"{tuple(first.shape)} and {tuple(second.shape)}")
-    joint = torch.zeros(first_values, second_values)
+    for name, sample, values in (("first", first, first_values),
+                                 ("second", second, second_values)):
+        values = checks.positive_int(values, f"{name}_values")
+        if sample.min() < 0 or sample.max() >= values:
+            raise ValueError(f"{name} must hold values from 0 to {name}_values - 1 = "
+                             f"{values - 1}, got {sample.min().item()} to {sample.max().item()}")
+    joint = torch.zeros(first_values, second_values, device=first.device)
     joint.index_put_((first, second), torch.ones(len(first)), accumulate=True)
     joint /= joint.sum()
     independent = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
@@ -406,6 +488,9 @@ def train_moe_digits(build, epochs: int = 10, batch_size: int = 64,
     layers. After every epoch, record each expert's share of the test set's tokens."""
     from day06_vit_head import accuracy, load_digits_split
 
+    if not callable(build) or isinstance(build, nn.Module):
+        raise TypeError(f"build must be a function that returns a new model, got "
+                        f"{type(build).__name__}")
     epochs, batch_size = checks.positive_int(epochs, "epochs"), checks.positive_int(
         batch_size, "batch_size")
     learning_rate = checks.positive_float(learning_rate, "learning_rate")

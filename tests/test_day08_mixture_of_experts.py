@@ -360,3 +360,71 @@ def test_a_short_training_run_repeats_and_records_the_shares():
     assert_error_names(lambda: train_moe_digits(build, epochs=0), ["epochs", "0"])
     assert_error_names(lambda: train_moe_digits(build, balance_weight=-1.0),
                        ["balance_weight", "-1.0"])
+
+
+# ------------------------------------------------------------- bad inputs found in review
+@pytest.mark.parametrize("call, words, error", [
+    (lambda: expert_capacity(10, 8, 2, -1.0), ["capacity_factor", "-1.0"], ValueError),
+    (lambda: expert_capacity(True, 8, 2, 1.0), ["tokens", "bool"], TypeError),
+    (lambda: expert_capacity(10, 8, 9, 1.0), ["top_k", "num_experts=8"], ValueError),
+    (lambda: expert_capacity(10, 0, 1, 1.0), ["num_experts", "0"], ValueError),
+    (lambda: share_entropy(torch.tensor([10.0, 10, 10, 10])), ["share", "sum to 1"], ValueError),
+    (lambda: share_entropy(torch.tensor([1.5, -0.5])), ["share", "non-negative"], ValueError),
+    (lambda: share_entropy(torch.tensor([1, 1])), ["share"], TypeError),
+    (lambda: mutual_information(torch.tensor([-1, 0]), torch.tensor([0, 1]), 2, 2),
+     ["first", "0 to", "-1"], ValueError),
+    (lambda: mutual_information(torch.tensor([0.0, 1.0]), torch.tensor([0, 1]), 2, 2),
+     ["first", "integers"], TypeError),
+    (lambda: load_balancing_loss(torch.zeros(0, 4), 1), ["router_logits", "at least one"],
+     ValueError),
+    (lambda: router_z_loss(torch.zeros(0, 4)), ["router_logits", "at least one"], ValueError),
+    (lambda: moe_vit(CONFIG, top_k=0), ["top_k", "0"], ValueError),
+    (lambda: moe_vit(CONFIG, moe_blocks=1), ["moe_blocks", "list"], TypeError),
+    (lambda: moe_vit(CONFIG, moe_blocks=[True]), ["moe_blocks", "bool"], TypeError),
+    (lambda: moe_vit({"d_model": 32}), ["config", "d_mlp"], ValueError),
+    (lambda: train_moe_digits(ViT(**CONFIG)), ["build", "function"], TypeError),
+    (lambda: hugging_face_twin(nn.Linear(2, 2)), ["moe", "MixtureOfExperts"], TypeError),
+    (lambda: hugging_face_twin(MixtureOfExperts(16, 8, 4, 2, capacity_factor=1.0)),
+     ["capacity_factor=None"], ValueError),
+    (lambda: Router(16, 4)(torch.randn(3, 16, dtype=torch.float64)),
+     ["x", "torch.float32", "torch.float64"], TypeError),
+])
+def test_bad_inputs_found_in_review_name_the_argument(call, words, error):
+    assert_error_names(call, words, error)
+
+
+def test_sorted_dispatch_refuses_a_routing_of_other_tokens_or_other_experts():
+    router, experts = Router(16, 4, 2), nn.ModuleList(SwiGLUExpert(16, 8) for _ in range(4))
+    routing = router(torch.randn(3, 16))
+    assert_error_names(lambda: sorted_dispatch(torch.randn(6, 16), experts, routing),
+                       ["x", "3 tokens", "6"])
+    assert_error_names(lambda: sorted_dispatch(torch.randn(3, 16), experts[:2], routing),
+                       ["expert", "2 experts"])
+    assert_error_names(lambda: sorted_dispatch(torch.randn(3, 16), experts, routing, -2),
+                       ["capacity", "-2"])
+
+
+def test_the_capacity_factor_is_checked_when_it_changes():
+    layer = MixtureOfExperts(16, 8, 4, 2)
+    assert_error_names(lambda: setattr(layer, "capacity_factor", -1.0),
+                       ["capacity_factor", "-1.0"])
+    naive = MixtureOfExperts(16, 8, 4, 2, dispatch="naive")
+    assert_error_names(lambda: setattr(naive, "capacity_factor", 1.0), ["sorted"])
+    layer.capacity_factor = 0.5
+    layer(torch.randn(32, 16))
+    assert layer.dropped_fraction > 0
+
+
+def test_no_tokens_give_empty_outputs_and_no_nan():
+    layer = MixtureOfExperts(16, 8, 4, 2)
+    assert layer(torch.randn(0, 16)).shape == (0, 16)
+    assert layer.dropped_fraction == 0.0
+    assert_error_names(lambda: expert_share(MixtureOfExperts(16, 8, 4, 2)), ["no call"],
+                       RuntimeError)
+
+
+def test_float64_layers_route_in_float64_and_pass_gradcheck():
+    layer = MixtureOfExperts(4, 3, 3, 2).double()
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    assert layer.router(x).probabilities.dtype == torch.float64
+    assert torch.autograd.gradcheck(layer, (x,))
