@@ -29,6 +29,7 @@ from day07_flash_attention import (
     tiled_attention,
 )
 from day08_mixture_of_experts import MixtureOfExperts, Router, SwiGLUExpert, moe_vit
+from day09_mamba import MambaBlock, MambaLM, RMSNorm
 
 __all__ = [
     "VIT_CONFIGS",
@@ -40,12 +41,15 @@ __all__ = [
     "EncoderLayer",
     "Generator",
     "LayerNorm",
+    "MambaBlock",
+    "MambaLM",
     "MixtureOfExperts",
     "MultiHeadAttention",
     "PatchEmbedding",
     "PositionEmbedding",
     "PositionalEncoding",
     "PositionwiseFeedForward",
+    "RMSNorm",
     "Router",
     "SwiGLUExpert",
     "Transformer",

@@ -1,0 +1,243 @@
+"""Day 9: the discretisation, the scans, the block against Hugging Face's MambaMixer, the
+language model against MambaForCausalLM, the S4 view, the task and the bad inputs. The
+notebook's experiment (three seeds) and cost measurements run under nbval."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from common.testing import assert_error_names
+from day09_mamba import (
+    MARKER,
+    MambaBlock,
+    MambaLM,
+    MambaState,
+    TransformerLM,
+    associative_scan,
+    convolution_kernel,
+    discretize,
+    hugging_face_lm,
+    hugging_face_mixer,
+    selective_copying,
+    sequential_scan,
+    train_copying,
+)
+
+with warnings.catch_warnings():  # transformers' import of tqdm.auto may warn; harmless
+    warnings.simplefilter("ignore")
+    import transformers
+
+transformers.logging.set_verbosity_error()
+
+
+def scan_inputs(batch=2, length=23, channels=6, size=4, dtype=torch.float64):
+    x = torch.randn(batch, length, channels, dtype=dtype)
+    delta = F.softplus(torch.randn(batch, length, channels, dtype=dtype))
+    A = -torch.rand(channels, size, dtype=dtype) * 4
+    B, C = (torch.randn(batch, length, size, dtype=dtype) for _ in range(2))
+    return x, delta, A, B, C, torch.randn(channels, dtype=dtype)
+
+
+# ------------------------------------------------------------------------ discretisation
+@pytest.mark.parametrize("delta", [0.01, 0.3, 2.0])
+def test_zero_order_hold_is_the_matrix_exponential_of_the_augmented_system(delta):
+    A = -torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64)
+    B = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    augmented = torch.zeros(4, 4, dtype=torch.float64)
+    augmented[:3, :3], augmented[:3, 3] = torch.diag(A), B
+    exact = torch.linalg.matrix_exp(delta * augmented)
+    A_bar, B_bar = discretize(torch.tensor([delta], dtype=torch.float64), A[None], B, "zoh")
+    assert_close(A_bar[0], torch.diagonal(exact[:3, :3]))
+    assert_close(B_bar[0], exact[:3, 3])
+
+
+def test_mambas_b_bar_is_first_order():
+    A, B = -torch.tensor([[1.0, 2.0]], dtype=torch.float64), torch.tensor([1.0, 1.0],
+                                                                          dtype=torch.float64)
+    gaps = [(discretize(torch.tensor([d], dtype=torch.float64), A, B, "zoh")[1]
+             - discretize(torch.tensor([d], dtype=torch.float64), A, B)[1]).abs().max()
+            for d in (0.02, 0.01)]
+    assert 3.8 < gaps[0] / gaps[1] < 4.2
+    assert_error_names(lambda: discretize(torch.ones(1), A.float(), B.float(), "euler"),
+                       ["method", "euler"])
+
+
+# ----------------------------------------------------------------------------- the scans
+def test_the_associative_scan_equals_the_sequential_one_with_gradients():
+    inputs = scan_inputs()
+
+    def run(scan):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        y, h = scan(*leaves)
+        return [y, h, *torch.autograd.grad(y.square().sum() + h.sum(), leaves)]
+
+    for ours, theirs in zip(run(associative_scan), run(sequential_scan), strict=True):
+        assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("split", [1, 8, 22])
+def test_a_sequence_split_in_two_calls_carries_its_state(split):
+    x, delta, A, B, C, D = scan_inputs()
+    full, last = sequential_scan(x, delta, A, B, C, D)
+    first, middle = associative_scan(x[:, :split], delta[:, :split], A, B[:, :split],
+                                     C[:, :split], D)
+    second, end = sequential_scan(x[:, split:], delta[:, split:], A, B[:, split:],
+                                  C[:, split:], D, middle)
+    assert_close(torch.cat([first, second], 1), full)
+    assert_close(end, last)
+
+
+def test_an_empty_sequence_returns_the_state_it_was_given():
+    x, delta, A, B, C, D = scan_inputs(length=0)
+    state = torch.randn(2, 6, 4, dtype=torch.float64)
+    for scan in (sequential_scan, associative_scan):
+        y, h = scan(x, delta, A, B, C, D, state)
+        assert y.shape == (2, 0, 6) and torch.equal(h, state)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda args: {**args, "delta": args["delta"][:, :5]}, ["delta", "x's shape"]),
+    (lambda args: {**args, "A": args["A"][:3]}, ["A", "channels=6"]),
+    (lambda args: {**args, "B": args["B"][..., :2]}, ["B", "(2, 23, 4)"]),
+    (lambda args: {**args, "D": args["D"][:2]}, ["D", "(6,)"]),
+    (lambda args: {**args, "state": torch.zeros(2, 6, 5)}, ["state", "(2, 6, 4)"]),
+])
+def test_bad_scan_inputs_name_the_argument(change, words):
+    x, delta, A, B, C, D = scan_inputs(dtype=torch.float32)
+    args = change(dict(x=x, delta=delta, A=A, B=B, C=C, D=D, state=None))
+    for scan in (sequential_scan, associative_scan):
+        assert_error_names(lambda args=args, scan=scan: scan(**args), words)
+
+
+# ----------------------------------------------------------------------------- the block
+@pytest.mark.parametrize("scan", ["sequential", "associative"])
+def test_the_block_equals_hugging_faces_mixer_with_gradients(scan):
+    block = MambaBlock(16, d_state=4, scan=scan)
+    theirs = hugging_face_mixer(block)
+    ours_x = torch.randn(2, 9, 16, requires_grad=True)
+    their_x = ours_x.detach().clone().requires_grad_()
+    assert_close(block(ours_x), theirs(their_x))
+    block(ours_x).square().sum().backward()
+    theirs(their_x).square().sum().backward()
+    assert_close(ours_x.grad, their_x.grad)
+    their_parameters = dict(theirs.named_parameters())
+    for name, parameter in block.named_parameters():
+        assert_close(parameter.grad, their_parameters[name].grad)
+
+
+def test_whole_sequence_two_calls_and_step_by_step_agree():
+    block = MambaBlock(16, d_state=4)
+    x = torch.randn(3, 10, 16)
+    with torch.no_grad():
+        full, final = block(x, return_state=True)
+        first, middle = block(x[:, :4], return_state=True)
+        second, end = block(x[:, 4:], middle, return_state=True)
+        state, steps = block.initial_state(3), []
+        for t in range(10):
+            y, state = block.step(x[:, t], state)
+            steps.append(y)
+    assert_close(torch.cat([first, second], 1), full)
+    assert_close(torch.stack(steps, 1), full)
+    for carried in (end, state):
+        assert_close(carried.ssm, final.ssm)
+        assert_close(carried.conv, final.conv)
+
+
+def test_the_future_changes_no_earlier_output():
+    block = MambaBlock(16, d_state=4)
+    x = torch.randn(2, 12, 16)
+    changed = x.clone()
+    changed[:, 8:] += 1
+    with torch.no_grad():
+        assert torch.equal(block(x)[:, :8], block(changed)[:, :8])
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: MambaBlock(16, d_state=0), ["d_state", "0"]),
+    (lambda: MambaBlock(16, expand=0), ["expand", "0"]),
+    (lambda: MambaBlock(16, d_conv=0), ["d_conv", "0"]),
+    (lambda: MambaBlock(16, scan="parallel"), ["scan", "parallel", "sequential"]),
+    (lambda: MambaBlock(16)(torch.randn(9, 16)), ["x", "(9, 16)"]),
+    (lambda: MambaBlock(16)(torch.randn(2, 9, 12)), ["d_model=16", "(2, 9, 12)"]),
+    (lambda: MambaBlock(16).step(torch.randn(2, 9, 16), MambaBlock(16).initial_state(2)),
+     ["x", "(2, 9, 16)"]),
+    (lambda: MambaBlock(16)(torch.randn(2, 9, 16),
+                            MambaState(torch.zeros(2, 32, 2), torch.zeros(2, 32, 16))),
+     ["state.conv", "(2, 32, 3)", "(2, 32, 2)"]),
+    (lambda: MambaBlock(16)(torch.randn(2, 9, 16), MambaBlock(16).initial_state(3)),
+     ["state.conv", "batch 2"]),
+    (lambda: convolution_kernel(MambaBlock(8), 4), ["selective=False"]),
+    (lambda: hugging_face_mixer(MambaBlock(8, selective=False)), ["selective=True"]),
+])
+def test_bad_block_inputs_name_the_argument(call, words):
+    assert_error_names(call, words)
+
+
+def test_bad_bool_and_state_types_are_type_errors():
+    assert_error_names(lambda: MambaBlock(16, selective="no"), ["selective"], TypeError)
+    block = MambaBlock(16)
+    assert_error_names(lambda: block(torch.randn(1, 2, 16), MambaState(None, None)),
+                       ["state.conv", "NoneType"])
+
+
+# ------------------------------------------------------------------------- the S4 view
+def test_a_time_invariant_block_is_a_convolution_and_linear():
+    block = MambaBlock(8, d_state=4, selective=False)
+    u = torch.randn(2, 15, 16)
+    with torch.no_grad():
+        delta, B, C = block.selection(u)
+        y, _ = sequential_scan(u, delta, -torch.exp(block.A_log), B, C, block.D)
+        kernel = convolution_kernel(block, 15)
+        causal = F.conv1d(F.pad(u.transpose(1, 2), (14, 0)), kernel.flip(-1).unsqueeze(1),
+                          groups=16).transpose(1, 2)
+    assert_close(y, causal + u * block.D)
+
+
+# ----------------------------------------------------------------- the language models
+def test_the_language_model_equals_hugging_faces():
+    model = MambaLM(11, 16, 2, d_state=4)
+    theirs = hugging_face_lm(model)
+    tokens = torch.randint(0, 11, (2, 7))
+    with torch.no_grad():
+        output = theirs(tokens, labels=tokens)
+        logits = model(tokens)
+    assert_close(logits, output.logits)
+    assert_close(F.cross_entropy(logits[:, :-1].reshape(-1, 11), tokens[:, 1:].reshape(-1)),
+                 output.loss)
+    assert model.lm_head.weight is model.embedding.weight
+
+
+def test_the_transformer_lm_is_causal():
+    model = TransformerLM(6, 16, 2, 4, 32).eval()
+    tokens = torch.randint(0, 6, (2, 10))
+    changed = tokens.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 6
+    with torch.no_grad():
+        assert_close(model(tokens)[:, :6], model(changed)[:, :6])
+    assert_error_names(lambda: MambaLM(6, 16, 1)(torch.randn(2, 3)), ["tokens", "float"],
+                       TypeError)
+
+
+# ---------------------------------------------------------------------------- the task
+def test_selective_copying_puts_the_data_in_order_before_the_markers():
+    inputs, targets = selective_copying(50, 20, 3, 4, torch.Generator().manual_seed(1))
+    assert inputs.shape == (50, 23) and targets.shape == (50, 3)
+    assert (inputs[:, 20:] == MARKER).all()
+    assert torch.equal(inputs[:, :20][inputs[:, :20] > MARKER].view(50, 3), targets)
+    assert ((targets >= 2) & (targets < 6)).all()
+    assert_error_names(lambda: selective_copying(2, 3, 4), ["memorize", "length=3"])
+
+
+def test_a_short_training_run_repeats():
+    def build():
+        return MambaLM(6, 8, 1, d_state=4)
+
+    first, second = (train_copying(build, steps=3, seed=2, test_sequences=16) for _ in range(2))
+    assert first.token_accuracy == second.token_accuracy
+    assert 0 <= first.sequence_accuracy <= first.token_accuracy <= 1
+    assert_error_names(lambda: train_copying(build(), steps=3), ["build", "function"],
+                       TypeError)
+    assert_error_names(lambda: train_copying(build, steps=0), ["steps", "0"])
