@@ -1,7 +1,8 @@
 """Day 8: Mixture of Experts (router, experts, two dispatches, capacity, auxiliary losses),
 proven equal to Hugging Face's Mixtral and Qwen2-MoE blocks, and an MoE Vision Transformer.
 
-The module beside this file is generated from `day08_mixture_of_experts.ipynb`; edit the
+The modules beside this file (`moe.py`, and `proofs.py` for what the notebook and the tests both
+compute) are generated from `day08_mixture_of_experts.ipynb`; edit the
 notebook.
 """
 

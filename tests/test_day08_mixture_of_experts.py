@@ -34,6 +34,7 @@ from day08_mixture_of_experts import (
     train_moe_digits,
 )
 from day08_mixture_of_experts.moe import hugging_face_state_dict, run_with_router_logits
+from day08_mixture_of_experts.proofs import outputs_and_gradients
 
 with warnings.catch_warnings():  # transformers' import of tqdm.auto may warn; harmless
     warnings.simplefilter("ignore")
@@ -95,14 +96,6 @@ def test_swiglu_expert_is_its_formula_and_the_gelu_expert_is_day_5s_mlp():
 
 
 # ---------------------------------------------------------------------------- the dispatch
-def outputs_and_gradients(dispatch, x, router, experts):
-    x = x.detach().clone().requires_grad_()
-    output = dispatch(x, experts, router(x))
-    output = output[0] if isinstance(output, tuple) else output
-    parameters = [x, *router.parameters(), *experts.parameters()]
-    return [output, *torch.autograd.grad(output.square().sum(), parameters)]
-
-
 @pytest.mark.parametrize("top_k", [1, 2, 3])
 @pytest.mark.parametrize("kind", ["swiglu", "gelu"])
 def test_sorted_dispatch_equals_the_naive_one_in_outputs_and_gradients(top_k, kind):
