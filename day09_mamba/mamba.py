@@ -23,8 +23,10 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "mamba") -> tu
         raise ValueError(f"method must be 'zoh' or 'mamba', got {method!r}")
     delta_A = delta.unsqueeze(-1) * A                       # (..., E, N)
     A_bar = torch.exp(delta_A)
-    if method == "zoh":
-        B_bar = torch.expm1(delta_A) / A * B.unsqueeze(-2)  # (exp(dA) - 1) / A * B, diagonal
+    if method == "zoh":  # (exp(dA) - 1) / A * B, entry by entry; its limit delta B at A = 0
+        zero = A == 0
+        ratio = torch.expm1(delta_A) / torch.where(zero, torch.ones_like(A), A)
+        B_bar = torch.where(zero, delta.unsqueeze(-1), ratio) * B.unsqueeze(-2)
     else:
         B_bar = delta.unsqueeze(-1) * B.unsqueeze(-2)
     return A_bar, B_bar
@@ -32,6 +34,10 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "mamba") -> tu
 
 def _check_scan_inputs(x, delta, A, B, C, D, state):
     checks.floating_tensor(x, "x", dims=3)
+    for name, value in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D)):
+        checks.floating_tensor(value, name)
+    if state is not None:
+        checks.floating_tensor(state, "state")
     batch, length, channels = x.shape
     if delta.shape != x.shape:
         raise ValueError(f"delta must have x's shape {tuple(x.shape)}, got {tuple(delta.shape)}")
@@ -123,6 +129,10 @@ class MambaBlock(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else checks.positive_int(
             dt_rank, "dt_rank")
         self.selective = checks.as_bool(selective, "selective")
+        dt_min, dt_max = checks.positive_float(dt_min, "dt_min"), checks.positive_float(dt_max,
+                                                                                     "dt_max")
+        if dt_min > dt_max:
+            raise ValueError(f"dt_min must be at most dt_max={dt_max}, got {dt_min}")
         if scan not in SCANS:
             raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
         self.scan = scan
@@ -150,6 +160,7 @@ class MambaBlock(nn.Module):
 
     def initial_state(self, batch: int) -> MambaState:
         """The state before the first token: zeros."""
+        batch = checks.non_negative_int(batch, "batch")
         weight = self.in_proj.weight
         return MambaState(weight.new_zeros(batch, self.d_inner, self.d_conv - 1),
                           weight.new_zeros(batch, self.d_inner, self.d_state))
@@ -165,9 +176,22 @@ class MambaBlock(nn.Module):
         return (F.softplus(self.dt_bias).expand(size), self.B.expand(size),
                 self.C.expand(size))
 
+    def _check_input(self, x: Tensor, dims: int, shape: str) -> None:
+        checks.floating_tensor(x, "x", dims=dims)
+        if x.size(-1) != self.d_model:
+            raise ValueError(f"x must be {shape} with d_model={self.d_model}, got shape "
+                             f"{tuple(x.shape)}")
+        weight = self.in_proj.weight
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise TypeError(f"x must be {weight.dtype} on {weight.device}, like the block's "
+                            f"weights, got {x.dtype} on {x.device}")
+
     def _check_state(self, state: MambaState | None, batch: int) -> MambaState:
         if state is None:
             return self.initial_state(batch)
+        if not isinstance(state, MambaState):
+            raise TypeError(f"state must be a MambaState (from initial_state or return_state), "
+                            f"got {type(state).__name__}")
         expected = self.initial_state(batch)
         for name in ("conv", "ssm"):
             got = getattr(state, name)
@@ -181,11 +205,11 @@ class MambaBlock(nn.Module):
                 return_state: bool = False) -> Tensor | tuple[Tensor, MambaState]:
         """x (batch, L, d_model) -> (batch, L, d_model); from `state` (default: zeros), and with
         the state after the last token if `return_state`."""
-        checks.floating_tensor(x, "x", dims=3)
-        if x.size(-1) != self.d_model:
-            raise ValueError(f"x must be (batch, length, d_model={self.d_model}), got shape "
-                             f"{tuple(x.shape)}")
+        self._check_input(x, 3, "(batch, length, d_model)")
+        return_state = checks.as_bool(return_state, "return_state")
         state = self._check_state(state, x.size(0))
+        if x.size(1) == 0:  # no token: nothing changes
+            return (x.clone(), state) if return_state else x.clone()
         u, gate = self.in_proj(x).chunk(2, dim=-1)                       # (batch, L, E) each
         # The causal convolution sees the previous call's last d_conv - 1 inputs.
         window = torch.cat([state.conv, u.transpose(1, 2)], dim=-1)     # (batch, E, k-1+L)
@@ -204,10 +228,7 @@ class MambaBlock(nn.Module):
         """One token, as generation runs it: x (batch, d_model) and the state after the
         previous tokens -> the output (batch, d_model) and the new state. Constant time and
         memory per token, whatever came before."""
-        checks.floating_tensor(x, "x", dims=2)
-        if x.size(-1) != self.d_model:
-            raise ValueError(f"x must be (batch, d_model={self.d_model}), got shape "
-                             f"{tuple(x.shape)}")
+        self._check_input(x, 2, "(batch, d_model)")
         state = self._check_state(state, x.size(0))
         u, gate = self.in_proj(x).chunk(2, dim=-1)                       # (batch, E)
         window = torch.cat([state.conv, u.unsqueeze(-1)], dim=-1)       # (batch, E, k)
@@ -223,6 +244,8 @@ def convolution_kernel(block: MambaBlock, length: int) -> Tensor:
     """(E, length): the kernel K_j = C A_bar^j B_bar, summed over the state, of a block whose
     delta, B and C do not depend on the input (`selective=False`). Its SSM is then a causal
     convolution, y = K * u + D u: the S4 view (Gu et al., 2022), which selectivity gives up."""
+    if not isinstance(block, MambaBlock):
+        raise TypeError(f"block must be a MambaBlock, got {type(block).__name__}")
     if block.selective:
         raise ValueError("convolution_kernel needs a block with selective=False: a selective "
                          "SSM has a different kernel at every position")
@@ -243,9 +266,23 @@ class RMSNorm(nn.Module):
         self.eps = checks.positive_float(eps, "eps")
 
     def forward(self, x: Tensor) -> Tensor:
+        checks.floating_tensor(x, "x")
+        if x.dim() == 0 or x.size(-1) != self.weight.numel():
+            raise ValueError(f"x must have last dimension d_model={self.weight.numel()}, got "
+                             f"shape {tuple(x.shape)}")
         x32 = x.float()
         return self.weight * (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)
                               ).to(x.dtype)
+
+
+def check_tokens(tokens: Tensor, vocab_size: int) -> None:
+    """Day 3's checks: (batch, length) integer ids, each in [0, vocab_size) (eagerly on a CPU,
+    as an assertion on the device elsewhere)."""
+    from day03_transformer_tests.masks import check_token_ids
+    from day03_transformer_tests.model import Transformer
+
+    check_token_ids(tokens, "tokens")
+    Transformer._check_id_range(tokens, vocab_size, "tokens")
 
 
 class MambaLayer(nn.Module):
@@ -262,13 +299,14 @@ class MambaLayer(nn.Module):
 
 class MambaLM(nn.Module):
     """A small Mamba language model: token embeddings, `num_layers` residual Mamba layers, a
-    final RMSNorm, and an output projection tied to the embeddings (Gu and Dao, 2023,
-    section 3.4; Hugging Face's MambaForCausalLM)."""
+    final RMSNorm, and an output projection tied to the embeddings, as the authors' code
+    (mamba_ssm's MambaLMHeadModel) and Hugging Face's MambaForCausalLM build it."""
 
     def __init__(self, vocab_size: int, d_model: int, num_layers: int, **block_options):
         super().__init__()
         vocab_size = checks.positive_int(vocab_size, "vocab_size")
         num_layers = checks.positive_int(num_layers, "num_layers")
+        d_model = checks.positive_int(d_model, "d_model")
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.layers = nn.ModuleList(MambaLayer(d_model, **block_options)
                                     for _ in range(num_layers))
@@ -278,9 +316,7 @@ class MambaLM(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens (batch, L) of ids -> logits (batch, L, vocab_size)."""
-        checks.tensor(tokens, "tokens", dims=2)
-        if tokens.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"tokens must be int64 or int32 ids, got {tokens.dtype}")
+        check_tokens(tokens, self.embedding.num_embeddings)
         x = self.embedding(tokens)
         for layer in self.layers:
             x = layer(x)
@@ -302,11 +338,13 @@ def hugging_face_mixer(block: MambaBlock) -> nn.Module:
     so the state_dict loads as it is."""
     from transformers.models.mamba.modeling_mamba import MambaMixer
 
+    if not isinstance(block, MambaBlock):
+        raise TypeError(f"block must be a MambaBlock, got {type(block).__name__}")
     if not block.selective:
         raise ValueError("Hugging Face's MambaMixer is selective: build with selective=True")
     theirs = MambaMixer(hugging_face_config(block, num_hidden_layers=1), layer_idx=0)
     theirs.load_state_dict(block.state_dict(), strict=True)
-    return theirs
+    return theirs.to(block.in_proj.weight.dtype)
 
 
 def hugging_face_lm(model: MambaLM) -> nn.Module:
@@ -315,10 +353,16 @@ def hugging_face_lm(model: MambaLM) -> nn.Module:
     layers.i.mixer -> backbone.layers.i.mixer, norm -> backbone.norm_f, lm_head (tied)."""
     from transformers import MambaForCausalLM
 
+    if not isinstance(model, MambaLM):
+        raise TypeError(f"model must be a MambaLM, got {type(model).__name__}")
     block = model.layers[0].mixer
+    if not all(layer.mixer.selective for layer in model.layers):
+        raise ValueError("Hugging Face's MambaMixer is selective: build with selective=True")
     config = hugging_face_config(block, vocab_size=model.embedding.num_embeddings,
-                                 num_hidden_layers=len(model.layers), layer_norm_epsilon=1e-5,
-                                 tie_word_embeddings=True, pad_token_id=0)
+                                 num_hidden_layers=len(model.layers),
+                                 layer_norm_epsilon=model.norm.eps,
+                                 tie_word_embeddings=model.lm_head.weight is model.embedding.weight,
+                                 pad_token_id=0)
     theirs = MambaForCausalLM(config)
     state = {"backbone.embeddings.weight": model.embedding.weight,
              "backbone.norm_f.weight": model.norm.weight,
@@ -327,7 +371,7 @@ def hugging_face_lm(model: MambaLM) -> nn.Module:
         state.update({f"backbone.layers.{i}.{name}": value
                       for name, value in layer.state_dict().items()})
     theirs.load_state_dict(state, strict=True)
-    return theirs.eval()
+    return theirs.to(model.embedding.weight.dtype).eval()
 
 NOISE, MARKER = 0, 1  # the selective-copying task's two special tokens; data tokens follow
 
@@ -343,6 +387,9 @@ def selective_copying(batch: int, length: int = 28, memorize: int = 4, vocab: in
                                                                                      "vocab")
     if memorize > length:
         raise ValueError(f"memorize must be at most length={length}, got {memorize}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
     data = torch.randint(2, vocab + 2, (batch, memorize), generator=generator)
     places = torch.rand(batch, length, generator=generator).argsort(-1)[:, :memorize]
     places = places.sort(-1).values                            # the data keep their order
@@ -372,7 +419,7 @@ class TransformerLM(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens (batch, L) of ids -> logits (batch, L, vocab_size)."""
-        checks.tensor(tokens, "tokens", dims=2)
+        check_tokens(tokens, self.embedding.num_embeddings)
         x = self.positions(self.embedding(tokens) * math.sqrt(self.embedding.embedding_dim))
         return self.lm_head(self.encoder(x, causal=True))
 
@@ -400,11 +447,15 @@ def train_copying(build, steps: int = 400, batch: int = 16, learning_rate: float
     steps = checks.positive_int(steps, "steps")
     learning_rate = checks.positive_float(learning_rate, "learning_rate")
     seed = checks.non_negative_int(seed, "seed")
+    test_sequences = checks.positive_int(test_sequences, "test_sequences")
     torch.manual_seed(seed)
     model = build()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"build must return a model (an nn.Module), got {type(model).__name__}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps,
-                                                   pct_start=0.1)
+    # A one-cycle schedule needs a warm-up of at least a step; shorter runs keep the rate.
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, learning_rate, total_steps=steps, pct_start=0.1) if steps >= 20 else None
     data = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     model.train()
@@ -415,7 +466,8 @@ def train_copying(build, steps: int = 400, batch: int = 16, learning_rate: float
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        schedule.step()
+        if schedule is not None:
+            schedule.step()
     seconds = time.perf_counter() - start
     model.eval()
     inputs, targets = selective_copying(test_sequences, length, memorize, vocab,

@@ -241,3 +241,57 @@ def test_a_short_training_run_repeats():
     assert_error_names(lambda: train_copying(build(), steps=3), ["build", "function"],
                        TypeError)
     assert_error_names(lambda: train_copying(build, steps=0), ["steps", "0"])
+
+
+# ------------------------------------------------------------- bad inputs found in review
+@pytest.mark.parametrize("call, words, error", [
+    (lambda: MambaBlock(16)(torch.randn(1, 4, 16, dtype=torch.float64)),
+     ["x", "torch.float32", "torch.float64"], TypeError),
+    (lambda: MambaBlock(16)(torch.randn(1, 4, 16), torch.zeros(1, 32, 16)),
+     ["state", "MambaState", "Tensor"], TypeError),
+    (lambda: MambaBlock(16).initial_state(True), ["batch", "bool"], TypeError),
+    (lambda: MambaBlock(16, dt_min=0.5, dt_max=0.1), ["dt_min", "dt_max=0.1"], ValueError),
+    (lambda: MambaBlock(16, dt_min=float("nan")), ["dt_min", "nan"], ValueError),
+    (lambda: MambaBlock(16)(torch.randn(1, 4, 16), return_state="no"), ["return_state"],
+     TypeError),
+    (lambda: MambaLM(6, 8, 1)(torch.tensor([[1, 6]])), ["tokens", "[0, 6)"], ValueError),
+    (lambda: MambaLM(6, 8.0, 1), ["d_model", "8.0"], TypeError),
+    (lambda: TransformerLM(6, 16, 1, 4, 32)(torch.rand(2, 3)), ["tokens", "float"], TypeError),
+    (lambda: train_copying(lambda: 3, steps=2), ["build", "int"], TypeError),
+    (lambda: train_copying(lambda: MambaLM(6, 8, 1), steps=2, test_sequences=0),
+     ["test_sequences", "0"], ValueError),
+    (lambda: hugging_face_lm(MambaBlock(8)), ["model", "MambaLM", "MambaBlock"], TypeError),
+    (lambda: hugging_face_lm(MambaLM(6, 16, 1, selective=False)), ["selective=True"],
+     ValueError),
+    (lambda: convolution_kernel(torch.nn.Linear(2, 2), 4), ["block", "MambaBlock"], TypeError),
+    (lambda: selective_copying(2, generator=0), ["generator", "int"], TypeError),
+])
+def test_bad_inputs_found_in_review_name_the_argument(call, words, error):
+    assert_error_names(call, words, error)
+
+
+def test_an_empty_sequence_changes_nothing_and_a_short_run_keeps_its_rate():
+    block = MambaBlock(16)
+    state = MambaState(torch.randn(2, 32, 3), torch.randn(2, 32, 16))
+    output, same = block(torch.zeros(2, 0, 16), state, return_state=True)
+    assert output.shape == (2, 0, 16) and same is state
+    assert MambaLM(6, 8, 1)(torch.zeros(2, 0, dtype=torch.long)).shape == (2, 0, 6)
+    run = train_copying(lambda: MambaLM(6, 8, 1, d_state=4), steps=10, test_sequences=8)
+    assert 0 <= run.token_accuracy <= 1
+
+
+def test_zero_order_hold_at_a_zero_eigenvalue_is_its_limit():
+    A, B, delta = torch.tensor([[0.0, -1.0]]), torch.tensor([2.0, 3.0]), torch.tensor([0.5])
+    A_bar, B_bar = discretize(delta, A, B, "zoh")
+    assert_close(A_bar[0, 0], torch.tensor(1.0))
+    assert_close(B_bar[0, 0], torch.tensor(1.0))  # delta B = 0.5 * 2
+    assert torch.isfinite(B_bar).all()
+
+
+def test_hugging_face_lm_follows_the_models_epsilon_and_tying():
+    model = MambaLM(11, 16, 1, d_state=4)
+    model.norm.eps = model.layers[0].norm.eps = 0.1
+    tokens = torch.randint(0, 11, (1, 5))
+    with torch.no_grad():
+        assert_close(model(tokens), hugging_face_lm(model)(tokens).logits)
+    assert_error_names(lambda: model.norm(torch.randn(2, 8)), ["x", "d_model=16", "(2, 8)"])
