@@ -109,3 +109,19 @@ def same_dtype(tensors: dict[str, Tensor]) -> None:
     if len(dtypes) > 1:
         found = ", ".join(f"{name}={t.dtype}" for name, t in tensors.items())
         raise TypeError(f"{', '.join(tensors)} must share one dtype, got {found}")
+
+
+def like_weights(x: Tensor, weight: Tensor, owner: str, name: str = "x") -> None:
+    """`x` has the dtype and device of a module's `weight`, so that nothing is silently
+    promoted or moved; `owner` names the module in the message."""
+    if x.dtype != weight.dtype or x.device != weight.device:
+        raise TypeError(f"{name} must be {weight.dtype} on {weight.device}, like the {owner}'s "
+                        f"weights, got {x.dtype} on {x.device}")
+
+
+def model_builder(value, name: str = "build"):
+    """`value` as a function that returns a new model (a class or a function), not a model."""
+    if not callable(value) or isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name} must be a function that returns a new model, got "
+                        f"{type(value).__name__}")
+    return value

@@ -48,10 +48,7 @@ class Router(nn.Module):
         if x.size(-1) != self.d_model:
             raise ValueError(f"x must be (tokens, d_model={self.d_model}), got shape "
                              f"{tuple(x.shape)}")
-        weight = self.gate.weight
-        if x.dtype != weight.dtype or x.device != weight.device:
-            raise TypeError(f"x must be {weight.dtype} on {weight.device}, like the router's "
-                            f"weights, got {x.dtype} on {x.device}")
+        checks.like_weights(x, self.gate.weight, "router")
         logits = self.gate(x)
         if self.noise is not None and self.training:
             logits = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
@@ -488,9 +485,7 @@ def train_moe_digits(build, epochs: int = 10, batch_size: int = 64,
     layers. After every epoch, record each expert's share of the test set's tokens."""
     from day06_vit_head import accuracy, load_digits_split
 
-    if not callable(build) or isinstance(build, nn.Module):
-        raise TypeError(f"build must be a function that returns a new model, got "
-                        f"{type(build).__name__}")
+    checks.model_builder(build)
     epochs, batch_size = checks.positive_int(epochs, "epochs"), checks.positive_int(
         batch_size, "batch_size")
     learning_rate = checks.positive_float(learning_rate, "learning_rate")

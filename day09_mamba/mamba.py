@@ -181,10 +181,7 @@ class MambaBlock(nn.Module):
         if x.size(-1) != self.d_model:
             raise ValueError(f"x must be {shape} with d_model={self.d_model}, got shape "
                              f"{tuple(x.shape)}")
-        weight = self.in_proj.weight
-        if x.dtype != weight.dtype or x.device != weight.device:
-            raise TypeError(f"x must be {weight.dtype} on {weight.device}, like the block's "
-                            f"weights, got {x.dtype} on {x.device}")
+        checks.like_weights(x, self.in_proj.weight, "block")
 
     def _check_state(self, state: MambaState | None, batch: int) -> MambaState:
         if state is None:
@@ -192,13 +189,13 @@ class MambaBlock(nn.Module):
         if not isinstance(state, MambaState):
             raise TypeError(f"state must be a MambaState (from initial_state or return_state), "
                             f"got {type(state).__name__}")
-        expected = self.initial_state(batch)
-        for name in ("conv", "ssm"):
+        expected = {"conv": (batch, self.d_inner, self.d_conv - 1),
+                    "ssm": (batch, self.d_inner, self.d_state)}
+        for name, shape in expected.items():
             got = getattr(state, name)
-            if not isinstance(got, Tensor) or got.shape != getattr(expected, name).shape:
-                shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
-                raise ValueError(f"state.{name} must be {tuple(getattr(expected, name).shape)}"
-                                 f" for batch {batch}, got {shape}")
+            if not isinstance(got, Tensor) or tuple(got.shape) != shape:
+                found = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+                raise ValueError(f"state.{name} must be {shape} for batch {batch}, got {found}")
         return state
 
     def forward(self, x: Tensor, state: MambaState | None = None,
@@ -441,9 +438,7 @@ def train_copying(build, steps: int = 400, batch: int = 16, learning_rate: float
     test it on `test_sequences` sequences it has not seen."""
     import time
 
-    if not callable(build) or isinstance(build, nn.Module):
-        raise TypeError(f"build must be a function that returns a new model, got "
-                        f"{type(build).__name__}")
+    checks.model_builder(build)
     steps = checks.positive_int(steps, "steps")
     learning_rate = checks.positive_float(learning_rate, "learning_rate")
     seed = checks.non_negative_int(seed, "seed")

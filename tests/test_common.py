@@ -165,3 +165,14 @@ def test_compact_png_is_a_smaller_png_of_the_same_size():
     assert_error_names(lambda: compact_png(figure.axes[0]), ["figure", "Axes"], TypeError)
     assert show_figures_as_compact_pngs() is False  # not in IPython: nothing to do
     plt.close("all")
+
+
+def test_like_weights_and_model_builder_name_what_they_expected():
+    weight = torch.zeros(2, 2)
+    checks.like_weights(torch.zeros(3, 2), weight, "router")
+    assert_error_names(lambda: checks.like_weights(torch.zeros(3, 2, dtype=torch.float64), weight,
+                                                   "router"),
+                       ["x", "torch.float32", "router", "torch.float64"], TypeError)
+    assert checks.model_builder(torch.nn.Linear) is torch.nn.Linear
+    assert_error_names(lambda: checks.model_builder(torch.nn.Linear(2, 2)),
+                       ["build", "function", "Linear"], TypeError)

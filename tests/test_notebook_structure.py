@@ -11,7 +11,7 @@ from common.notebooks import REPOSITORY_ROOT
 
 NOTEBOOKS = sorted(REPOSITORY_ROOT.glob("day*/day*.ipynb"))
 ENDING = ["## Exercises", "### Solutions", "## Recap", "## References"]
-DAYS_WITH_DIAGRAMS = {"day01", "day02", "day04", "day07"}  # the structures issue 12 names
+DAYS_WITH_DIAGRAMS = {"day01", "day02", "day04", "day07", "day08", "day09"}
 
 
 def cells_of(notebook):
