@@ -42,8 +42,28 @@ def _interpret_triton_library() -> None:
                 setattr(module, attribute, twins[id(value)])
 
 
+def _index_interpreter_scalars() -> None:
+    """Let a runtime scalar bound a loop in Triton 3.6's interpreter with NumPy >= 2.4: the
+    interpreter holds a scalar as a one-element array and turns it into a Python int with
+    `int(array)`, which NumPy 2.4 refuses ("only 0-dimensional arrays can be converted").
+    Triton 3.9 squeezes the array first; this does the same for older Tritons."""
+    from triton.runtime import interpreter
+
+    patch_tensor = getattr(interpreter, "_patch_lang_tensor", None)
+    if patch_tensor is None or getattr(patch_tensor, "squeezes_scalars", False):
+        return
+
+    def patch_and_squeeze(tensor, scope, *args, **kwargs):
+        patch_tensor(tensor, scope, *args, **kwargs)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_and_squeeze.squeezes_scalars = True
+    interpreter._patch_lang_tensor = patch_and_squeeze
+
+
 if INTERPRETED:
     _interpret_triton_library()
+    _index_interpreter_scalars()
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 128
 LOG2_E = 1.4426950408889634  # scores in base 2: e^x = 2^(x log2 e)
@@ -142,9 +162,9 @@ def _attention_forward(Q, K, V, KEY_MASK, OUT, LSE, scale,
                        INPUT_PRECISION: tl.constexpr):
     """O and LSE (natural log) of one block of BLOCK_M queries of one (batch, head)."""
     start_m = tl.program_id(0) * BLOCK_M
-    batch_head = tl.program_id(1)
-    b = (batch_head // num_heads).to(tl.int64)
-    h = (batch_head % num_heads).to(tl.int64)
+    batch_head = tl.program_id(1).to(tl.int64)  # 64-bit: batch_head * query_len can pass 2**31
+    b = batch_head // num_heads
+    h = batch_head % num_heads
     rows = start_m + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)
     q = _load_rows(Q + b * stride_qb + h * stride_qh, rows, query_len, stride_qm, cols,
@@ -185,9 +205,9 @@ def _backward_preprocess(OUT, DO, DELTA, stride_ob, stride_oh, stride_om, stride
                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """delta_i = dO_i · O_i in float32, for one block of queries."""
     start_m = tl.program_id(0) * BLOCK_M
-    batch_head = tl.program_id(1)
-    b = (batch_head // num_heads).to(tl.int64)
-    h = (batch_head % num_heads).to(tl.int64)
+    batch_head = tl.program_id(1).to(tl.int64)  # 64-bit: batch_head * query_len can pass 2**31
+    b = batch_head // num_heads
+    h = batch_head % num_heads
     rows = start_m + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)
     o = _load_rows(OUT + b * stride_ob + h * stride_oh, rows, query_len, stride_om, cols,
@@ -249,9 +269,9 @@ def _attention_backward_dkdv(Q, K, V, KEY_MASK, DO, LSE, DELTA, DK, DV, scale,
                              INPUT_PRECISION: tl.constexpr):
     """dK and dV of one block of BLOCK_N keys, over the query blocks that see them."""
     start_n = tl.program_id(0) * BLOCK_N
-    batch_head = tl.program_id(1)
-    b = (batch_head // num_heads).to(tl.int64)
-    h = (batch_head % num_heads).to(tl.int64)
+    batch_head = tl.program_id(1).to(tl.int64)  # 64-bit: batch_head * query_len can pass 2**31
+    b = batch_head // num_heads
+    h = batch_head % num_heads
     keys = start_n + tl.arange(0, BLOCK_N)
     cols = tl.arange(0, BLOCK_D)
     k = _load_rows(K + b * stride_kb + h * stride_kh, keys, key_len, stride_kn, cols, stride_kd,
@@ -333,9 +353,9 @@ def _attention_backward_dq(Q, K, V, KEY_MASK, DO, LSE, DELTA, DQ, scale,
                            INPUT_PRECISION: tl.constexpr):
     """dQ of one block of BLOCK_M queries, over the key blocks they see."""
     start_m = tl.program_id(0) * BLOCK_M
-    batch_head = tl.program_id(1)
-    b = (batch_head // num_heads).to(tl.int64)
-    h = (batch_head % num_heads).to(tl.int64)
+    batch_head = tl.program_id(1).to(tl.int64)  # 64-bit: batch_head * query_len can pass 2**31
+    b = batch_head // num_heads
+    h = batch_head % num_heads
     rows = start_m + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)
     q = _load_rows(Q + b * stride_qb + h * stride_qh, rows, query_len, stride_qm, cols,
@@ -434,7 +454,9 @@ def _block_d(head_dim: int) -> int:
 
 def _check_offsets(**tensors: torch.Tensor) -> None:
     """Offsets inside one (batch, head) are 32-bit in the kernels, and batch x heads is the
-    grid's second axis (at most 65535 programs): refuse what does not fit."""
+    grid's second axis (at most 65535 programs): refuse what does not fit. The offsets of a
+    (batch, head) and of its log-sum-exp row (batch_head x query_len) are 64-bit, so any
+    length that fits here is safe."""
     for name, tensor in tensors.items():
         if tensor.size(0) * tensor.size(1) > 65535:
             raise ValueError(f"{name} of shape {tuple(tensor.shape)} has batch x heads = "
