@@ -29,6 +29,31 @@ import torch
 from common import checks
 
 STATUSES = ("ok", "OOM", "unsupported", "error")
+MEASURED_DEVICES = ("cpu", "cuda")  # each is timed its own way: host clock, or CUDA events
+
+
+def device_kind(device: str | torch.device) -> str:
+    """"cpu" or "cuda" for a device given as a string ("cuda", "cuda:1") or a torch.device.
+    Anything else is refused: compared as a string, a torch.device("cuda") would take the
+    CPU path and time kernel launches instead of kernels."""
+    if isinstance(device, str):
+        try:
+            device = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"device must be one of {', '.join(MEASURED_DEVICES)} (a string or "
+                             f"a torch.device), got {device!r}") from None
+    if not isinstance(device, torch.device):
+        raise TypeError(f"device must be a string or a torch.device, got {device!r} "
+                        f"({type(device).__name__})")
+    if device.type not in MEASURED_DEVICES:
+        raise ValueError(f"device must be one of {', '.join(MEASURED_DEVICES)}, got "
+                         f"{str(device)!r}")
+    return device.type
+
+
+def _cuda_index(device: str | torch.device) -> int:
+    index = torch.device(device).index
+    return torch.cuda.current_device() if index is None else index
 
 
 def time_cpu(run: Callable[[], object], min_seconds: float = 0.2, min_runs: int = 3) -> dict:
@@ -54,14 +79,16 @@ def time_cuda(run: Callable[[], object], grad_to_none: Sequence[torch.Tensor] | 
     return {"ms": median, "ms_min": fastest, "ms_max": slowest}
 
 
-def peak_cuda_mib(run: Callable[[], object]) -> float:
-    """MiB that one call of `run()` allocates at its peak, above what was allocated before."""
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    baseline = torch.cuda.memory_allocated()
+def peak_cuda_mib(run: Callable[[], object], device: str | torch.device = "cuda") -> float:
+    """MiB that one call of `run()` allocates at its peak on `device`, above what was
+    allocated before."""
+    index = _cuda_index(device)
+    torch.cuda.synchronize(index)
+    torch.cuda.reset_peak_memory_stats(index)
+    baseline = torch.cuda.memory_allocated(index)
     run()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - baseline) / 2 ** 20
+    torch.cuda.synchronize(index)
+    return (torch.cuda.max_memory_allocated(index) - baseline) / 2 ** 20
 
 
 class _LiveTensorBytes:
@@ -122,18 +149,24 @@ def peak_tensor_bytes(run: Callable[[], object]) -> int:
     return live.peak
 
 
-def measure(run: Callable[[], object], device: str,
+def measure(run: Callable[[], object], device: str | torch.device,
             reset: Callable[[], None] = lambda: None,
             grad_to_none: Sequence[torch.Tensor] | None = None) -> dict:
     """Time (min, median, max) and, on CUDA, peak MiB of `run()`, after one warm-up call.
-    `reset()` runs after every call (for example, to clear gradients)."""
+    `device` ("cpu", "cuda", "cuda:1" or a torch.device) is where `run` computes; `reset()`
+    runs after every call (for example, to clear gradients)."""
+    kind = device_kind(device)
+    for name, function in (("run", run), ("reset", reset)):
+        if not callable(function):
+            raise TypeError(f"{name} must be callable, got {function!r}")
     run()  # warm up: compilation, caches, lazy initialisation
     reset()
-    if device != "cuda":
+    if kind == "cpu":
         return {**time_cpu(lambda: (run(), reset())), "peak_mib": None}
-    peak_mib = peak_cuda_mib(run)
-    reset()
-    return {**time_cuda(run, grad_to_none), "peak_mib": peak_mib}
+    with torch.cuda.device(_cuda_index(device)):  # do_bench's events: on the current device
+        peak_mib = peak_cuda_mib(run, device)
+        reset()
+        return {**time_cuda(run, grad_to_none), "peak_mib": peak_mib}
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -141,9 +174,9 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def release_memory(device: str) -> None:
+def release_memory(device: str | torch.device) -> None:
     """After a failed call: autograd graphs can hold memory in reference cycles."""
-    if device == "cuda":
+    if device_kind(device) == "cuda":
         gc.collect()
         torch.cuda.empty_cache()
 
@@ -158,9 +191,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: str) -> dict:
+def environment(device: str | torch.device) -> dict:
     """Where the numbers come from: the device, the versions, the threads, and when."""
-    info = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
+    kind = device_kind(device)
+    info = {"device": kind, "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     try:
         import triton
@@ -168,11 +202,12 @@ def environment(device: str) -> dict:
         info["triton"] = triton.__version__
     except ImportError:
         info["triton"] = None
-    if device == "cuda":
-        properties = torch.cuda.get_device_properties(0)
+    if kind == "cuda":
+        index = _cuda_index(device)
+        properties = torch.cuda.get_device_properties(index)
         info.update(device_name=properties.name, cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(),
-                    capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+                    capability=".".join(map(str, torch.cuda.get_device_capability(index))),
                     memory_gib=round(properties.total_memory / 2 ** 30, 1),
                     multiprocessors=properties.multi_processor_count)
     else:

@@ -7,8 +7,12 @@ Without CUDA, importing this module sets TRITON_INTERPRET=1 (unless it is set), 
 kernels run in Triton's interpreter on CPU tensors.
 """
 import contextlib
+import importlib.util
+import json
 import os
+import re
 import sys
+from pathlib import Path
 
 import torch
 
@@ -407,19 +411,63 @@ TILE_SIZES = {
 }
 
 
-def tile_sizes(kernel: str, block_d: int, tensor: torch.Tensor) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for `kernel` ("forward", "dkdv", "dq")."""
+# Tiles measured by `python -m day07_flash_attention.benchmark --tune` on one kind of GPU, for
+# bfloat16 and float16: results/tiles-<device name>.json, beside the modules.
+TUNED_TILES_FOLDER = Path(importlib.util.find_spec("day07_flash_attention").origin).parent / \
+    "results"
+_TUNED = {}  # device name -> {kernel: {"64" or "128": {"full" or "causal": tiles}}}, or None
+
+
+def device_slug(device_name: str) -> str:
+    """"NVIDIA H200" -> "nvidia-h200": the device's part of a tiles file's name."""
+    return re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
+
+
+def load_tuned_tiles(path) -> str:
+    """Use the best tiles of a tuning file on the device it names; returns that name."""
+    tuned = json.loads(Path(path).read_text())
+    _TUNED[tuned["device_name"]] = tuned["best"]
+    return tuned["device_name"]
+
+
+def tuned_tiles(device_name: str) -> dict | None:
+    """The tuned tiles of a device, read once from TUNED_TILES_FOLDER; None if not tuned."""
+    if device_name not in _TUNED:
+        path = TUNED_TILES_FOLDER / f"tiles-{device_slug(device_name)}.json"
+        _TUNED[device_name] = None
+        if path.is_file():
+            load_tuned_tiles(path)
+    return _TUNED[device_name]
+
+
+def tile_sizes(kernel: str, block_d: int, tensor: torch.Tensor, causal: bool = False
+               ) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for `kernel` ("forward", "dkdv", "dq") on
+    `tensor`'s device and dtype: small tiles in the interpreter, else `choose_tiles`."""
     if INTERPRETED:
         return INTERPRETER_BLOCK, INTERPRETER_BLOCK, 1, 1
-    if tensor.dtype == torch.float32:
+    index = tensor.device.index if tensor.device.index is not None else \
+        torch.cuda.current_device()
+    properties = triton.runtime.driver.active.utils.get_device_properties(index)
+    return choose_tiles(kernel, block_d, causal, tensor.dtype, torch.cuda.get_device_name(index),
+                        torch.cuda.get_device_capability(index), properties["max_shared_mem"])
+
+
+def choose_tiles(kernel: str, block_d: int, causal: bool, dtype: torch.dtype, device_name: str,
+                 capability: tuple[int, int], max_shared_mem: int) -> tuple[int, int, int, int]:
+    """The tuned tiles of the device for 16-bit inputs if it has a tiles file; else the table's
+    row for its kind (tensor cores or not, shared memory per block)."""
+    if dtype != torch.float32 and capability >= (8, 0):
+        tuned = (tuned_tiles(device_name) or {}).get(kernel, {}).get(
+            "64" if block_d <= 64 else "128", {}).get("causal" if causal else "full")
+        if tuned:  # a partial tuning run leaves some cases out
+            return tuple(tuned)
+    if dtype == torch.float32:
         family = "float32"
-    elif torch.cuda.get_device_capability(tensor.device) < (8, 0):
+    elif capability < (8, 0):
         family = "no_tensor_cores"
     else:
-        index = tensor.device.index
-        properties = triton.runtime.driver.active.utils.get_device_properties(
-            torch.cuda.current_device() if index is None else index)
-        large = properties["max_shared_mem"] >= 160 * 1024
+        large = max_shared_mem >= 160 * 1024
         family = "tensor_cores_large_shared_memory" if large else "tensor_cores"
     return TILE_SIZES[family][kernel + ("_wide" if block_d > 64 else "")]
 
@@ -468,9 +516,11 @@ def _check_offsets(**tensors: torch.Tensor) -> None:
 
 
 def flash_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, causal: bool,
-                  key_mask: torch.Tensor | None, scale: float
+                  key_mask: torch.Tensor | None, scale: float, tiles: dict | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the forward kernel: (output, log-sum-exp float32) for validated inputs."""
+    """Launch the forward kernel: (output, log-sum-exp float32) for validated inputs.
+    `tiles` {"forward": (BLOCK_M, BLOCK_N, num_warps, num_stages)} overrides the choice (the
+    tuning command times candidates so)."""
     check_kernel_device(query)
     _check_offsets(query=query, key=key, value=value)
     batch, heads, query_len, head_dim = query.shape
@@ -479,7 +529,8 @@ def flash_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, c
     lse = torch.empty(batch, heads, query_len, dtype=torch.float32, device=query.device)
     mask = query if key_mask is None else key_mask.contiguous().view(torch.uint8)
     block_d = _block_d(head_dim)
-    block_m, block_n, num_warps, num_stages = tile_sizes("forward", block_d, query)
+    block_m, block_n, num_warps, num_stages = (tiles or {}).get("forward") or tile_sizes(
+        "forward", block_d, query, causal)
     grid = (triton.cdiv(query_len, block_m), batch * heads)
     with _on_device(query):
         _attention_forward[grid](
@@ -494,9 +545,11 @@ def flash_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, c
 
 def flash_backward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                    output: torch.Tensor, lse: torch.Tensor, grad_output: torch.Tensor,
-                   causal: bool, key_mask: torch.Tensor | None, scale: float
+                   causal: bool, key_mask: torch.Tensor | None, scale: float,
+                   tiles: dict | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Launch the backward kernels: (dQ, dK, dV), recomputing the probabilities from `lse`."""
+    """Launch the backward kernels: (dQ, dK, dV), recomputing the probabilities from `lse`.
+    `tiles` {"dq": ..., "dkdv": ...} overrides the choice of either."""
     _check_offsets(grad_output=grad_output)
     batch, heads, query_len, head_dim = query.shape
     key_len = key.size(2)
@@ -510,7 +563,8 @@ def flash_backward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     options = {"CAUSAL": causal, "HAS_KEY_MASK": key_mask is not None, "HEAD_DIM": head_dim,
                "BLOCK_D": block_d, "INPUT_PRECISION": precision}
     with _on_device(query):
-        block_m, block_n, num_warps, num_stages = tile_sizes("dq", block_d, query)
+        block_m, block_n, num_warps, num_stages = (tiles or {}).get("dq") or tile_sizes(
+            "dq", block_d, query, causal)
         _backward_preprocess[(triton.cdiv(query_len, block_m), batch * heads)](
             output, grad_output, delta, *output.stride(), *grad_output.stride(), heads,
             query_len, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_D=block_d, num_warps=num_warps)
@@ -519,7 +573,8 @@ def flash_backward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
             *key.stride(), *value.stride(), *grad_output.stride(), *grad_query.stride(), heads,
             query_len, key_len, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
             num_stages=num_stages, **options)
-        block_m, block_n, num_warps, num_stages = tile_sizes("dkdv", block_d, query)
+        block_m, block_n, num_warps, num_stages = (tiles or {}).get("dkdv") or tile_sizes(
+            "dkdv", block_d, query, causal)
         _attention_backward_dkdv[(triton.cdiv(key_len, block_n), batch * heads)](
             query, key, value, mask, grad_output, lse, delta, grad_key, grad_value, scale,
             *query.stride(), *key.stride(), *value.stride(), *grad_output.stride(),

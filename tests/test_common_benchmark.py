@@ -1,6 +1,7 @@
 """common.benchmark: the measuring code every day that times or weighs something uses."""
 
 import argparse
+import contextlib
 import json
 
 import pytest
@@ -21,6 +22,52 @@ def test_measure_warms_up_resets_after_each_call_and_has_no_cpu_memory():
     result = bench.measure(lambda: calls.append(1), "cpu", lambda: resets.append(1))
     assert len(calls) == len(resets) >= 4  # a warm-up call and at least three timed
     assert result["peak_mib"] is None and result["ms_min"] <= result["ms"] <= result["ms_max"]
+
+
+@pytest.mark.parametrize("device, kind", [("cpu", "cpu"), (torch.device("cpu"), "cpu"),
+                                          ("cuda", "cuda"), ("cuda:1", "cuda"),
+                                          (torch.device("cuda"), "cuda"),
+                                          (torch.device("cuda", 0), "cuda")])
+def test_a_device_is_a_string_or_a_torch_device_alike(device, kind):
+    assert bench.device_kind(device) == kind
+
+
+@pytest.mark.parametrize("device, error, words", [
+    ("gpu", ValueError, "'gpu'"), ("meta", ValueError, "'meta'"),
+    (torch.device("meta"), ValueError, "'meta'"), ("", ValueError, "''"),
+    (0, TypeError, "0 (int)"), (None, TypeError, "None")])
+def test_an_unknown_device_is_refused_by_every_measuring_function(device, error, words):
+    for call in (lambda: bench.device_kind(device), lambda: bench.measure(lambda: None, device),
+                 lambda: bench.release_memory(device), lambda: bench.environment(device)):
+        with pytest.raises(error, match="device must be") as info:
+            call()
+        assert words in str(info.value)
+
+
+@pytest.mark.parametrize("device", [torch.device("cuda"), "cuda", "cuda:0"])
+def test_a_cuda_device_takes_the_cuda_branch_however_it_is_given(device, monkeypatch):
+    """Without a GPU: the CUDA timers replaced by fakes that record that they were called."""
+    calls = []
+    monkeypatch.setattr(bench, "_cuda_index", lambda device: 0)
+    monkeypatch.setattr(bench.torch.cuda, "device", lambda index: contextlib.nullcontext())
+    monkeypatch.setattr(bench, "peak_cuda_mib", lambda run, device: calls.append("peak") or 1.5)
+    monkeypatch.setattr(bench, "time_cuda", lambda run, grad_to_none: calls.append("time") or {
+        "ms": 2.0, "ms_min": 1.0, "ms_max": 3.0})
+    monkeypatch.setattr(bench, "time_cpu", lambda run: pytest.fail("took the CPU branch"))
+    result = bench.measure(lambda: None, device)
+    assert calls == ["peak", "time"] and result["peak_mib"] == 1.5 and result["ms"] == 2.0
+
+
+def test_a_cpu_device_object_takes_the_cpu_branch(monkeypatch):
+    monkeypatch.setattr(bench, "time_cuda", lambda *args: pytest.fail("took the CUDA branch"))
+    assert bench.measure(lambda: None, torch.device("cpu"))["peak_mib"] is None
+
+
+def test_measure_refuses_what_it_cannot_call():
+    with pytest.raises(TypeError, match="run must be callable, got None"):
+        bench.measure(None, "cpu")
+    with pytest.raises(TypeError, match="reset must be callable"):
+        bench.measure(lambda: None, "cpu", reset=3)
 
 
 def test_out_of_memory_is_recognised():
