@@ -1,9 +1,16 @@
 """Benchmark of attention: standard, tiled (PyTorch), flash (Triton) and PyTorch's
-scaled_dot_product_attention backends; `--check` first checks the Triton kernel on a GPU.
+scaled_dot_product_attention backends; `--check` first checks the Triton kernel.
 
     python -m day07_flash_attention.benchmark                # the default sweep of the device
-    python -m day07_flash_attention.benchmark --check        # GPU: check, then the sweep
+    python -m day07_flash_attention.benchmark --check        # check the kernel, then the sweep
+    python -m day07_flash_attention.benchmark --check-only   # only the check
+    python -m day07_flash_attention.benchmark --environment  # the device and its ceilings
+    python -m day07_flash_attention.benchmark --tune         # tile tuning: tiles-<device>.json
+    python -m day07_flash_attention.benchmark --models       # a training step of two models
     python -m day07_flash_attention.benchmark --help         # each device's sweep, the files
+
+`python3 -m day07_flash_attention.gpu_run OUTDIR` runs them all, in order of value, within a
+time budget, for a GPU lent for a few minutes.
 
 Written by hand, not generated: the command line, the sweep loop and the files are
 engineering that the notebook does not teach (issue 12), so they live here, and the notebook
@@ -71,7 +78,8 @@ def run_sweep(seq_lens, head_dims, methods=METHODS, modes=MODES, causal=(False, 
     """Measure every combination; returns one row per measurement (status "ok", "OOM",
     "unsupported" or "error", with the message in "note"). `checkpoint(rows)` is called after
     each measurement, so that a run stopped early keeps what it measured."""
-    plan = [(n, d, c, mode, m) for d in head_dims for c in causal for n in seq_lens
+    # In the order given: a run stopped early has measured the first sizes asked for.
+    plan = [(n, d, c, mode, m) for d in head_dims for n in seq_lens for c in causal
             for mode in modes for m in methods]
     rows = []
     for seq_len, head_dim, is_causal, mode, method in tqdm(plan, disable=not progress,
@@ -164,6 +172,10 @@ CHECK_SHAPES = [(2, 3, 1000, 1000, 64), (2, 3, 1024, 1024, 128), (1, 4, 777, 777
                 (2, 2, 500, 1100, 128)]
 
 
+# The same check in Triton's interpreter on a CPU: small shapes, across several tiles.
+CHECK_SHAPES_CPU = [(1, 2, 40, 40, 32), (1, 2, 20, 45, 16)]
+
+
 def check_kernel(device: str = "cuda", dtypes=(torch.bfloat16, torch.float16),
                  shapes=CHECK_SHAPES) -> list[dict]:
     """The Triton kernel against scaled_dot_product_attention, forward and backward, causal and
@@ -222,14 +234,16 @@ def measure_ceilings() -> dict:
     return {"matmul_bf16_8192_tflops": 2 * 8192 ** 3 / (ms * 1e-3) / 1e12,
             "copy_gbps_read_plus_write": 2 * source.nbytes / (copy_ms * 1e-3) / 1e9}
 
-DEFAULTS = {  # the sweep of each device kind
-    "cuda": {"seq_lens": [1024, 2048, 4096, 8192, 16384], "head_dims": [64, 128], "batch": 4,
+DEFAULTS = {  # the sweep of each device kind, the headline (d = 128, long N) first
+    "cuda": {"seq_lens": [16384, 8192, 4096, 2048, 1024], "head_dims": [128, 64], "batch": 4,
              "heads": 16, "dtype": "bfloat16"},
     "cpu": {"seq_lens": [128, 256, 512, 1024], "head_dims": [64], "batch": 1, "heads": 4,
             "dtype": "float32"},
 }
 OUTPUT_FILES = ("results.json (the device, versions, dtype, shapes and every measurement), "
-                "results.csv, time.png, memory.png (CUDA only) and, with --check, check.json")
+                "results.csv, time.png, memory.png (CUDA only); with --check, check.json; "
+                "--environment: environment.json; --tune: tiles-<device>.json; --models: "
+                "models.json and models.csv")
 
 
 def _defaults_text() -> str:
@@ -264,14 +278,28 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                              "a new temporary folder, since CPU numbers are not the "
                              "committed GPU results)")
     parser.add_argument("--check", action="store_true",
-                        help="on CUDA, first check the Triton kernel against "
-                             "scaled_dot_product_attention (bfloat16 and float16); stop if "
-                             "it fails")
+                        help="first check the Triton kernel against "
+                             "scaled_dot_product_attention (on CUDA bfloat16 and float16; on "
+                             "a CPU float16, small, in the interpreter); stop if it fails")
+    parser.add_argument("--tiles", type=Path,
+                        help="a tiles-<device>.json of --tune to use instead of results/'s")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check-only", action="store_true", help="the check, no sweep")
+    mode.add_argument("--environment", action="store_true",
+                      help="only the device, versions and (CUDA) measured ceilings")
+    mode.add_argument("--tune", action="store_true",
+                      help="time candidate tiles of each kernel at the first --seq-lens "
+                           "(default 8192) and write the best to tiles-<device>.json")
+    mode.add_argument("--models", action="store_true",
+                      help="time one training step of Day 3's Transformer and Day 6's ViT "
+                           "with standard and flash attention (CPU: tiny sizes)")
+    parser.add_argument("--max-candidates", type=positive,
+                        help="--tune: at most this many candidates per kernel (a dry run)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: this machine has no CUDA device")
-    if args.check and args.device != "cuda":
-        parser.error("--check needs --device cuda (on a CPU, the tests check the kernel)")
+    args.check = args.check or args.check_only
+    args.seq_lens_given = args.seq_lens is not None  # --tune times one length: 8192 unless given
     for name, value in DEFAULTS[args.device].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -289,13 +317,31 @@ def main(argv=None) -> int:
     folder = args.output or (RESULTS if args.device == "cuda" else
                              Path(tempfile.mkdtemp(prefix="day07_benchmark_cpu_")))
     folder.mkdir(parents=True, exist_ok=True)
+    if args.tiles:
+        from day07_flash_attention import kernels
+
+        print(f"tiles of {kernels.load_tuned_tiles(args.tiles)} from {args.tiles}")
     metadata = {**bench.environment(args.device), "command": " ".join(sys.argv),
                 "dtype": args.dtype, "batch": args.batch, "heads": args.heads,
-                "seq_lens": args.seq_lens, "head_dims": args.head_dims}
+                "seq_lens": args.seq_lens, "head_dims": args.head_dims,
+                "tiles": str(args.tiles) if args.tiles else "default"}
+    if args.environment:
+        if args.device == "cuda":
+            metadata["ceilings"] = measure_ceilings()
+        bench.write_json(folder / "environment.json", metadata)
+        print("\n".join(f"{key}: {value}" for key, value in metadata.items()))
+        return 0
+    if args.tune:
+        return _tune(args, folder)
+    if args.models:
+        return _models(args, folder, metadata)
     if args.check:
-        supported = [getattr(torch, d) for d in ("bfloat16", "float16")
-                     if d == "float16" or torch.cuda.get_device_capability(0) >= (8, 0)]
-        checks = check_kernel("cuda", supported)
+        if args.device == "cuda":
+            supported = [getattr(torch, d) for d in ("bfloat16", "float16")
+                         if d == "float16" or torch.cuda.get_device_capability(0) >= (8, 0)]
+            checks = check_kernel("cuda", supported)
+        else:
+            checks = check_kernel("cpu", (torch.float16,), CHECK_SHAPES_CPU)
         bench.write_json(folder / "check.json", {"metadata": metadata, "checks": checks})
         for c in checks:
             print(f"check {c['dtype']:8s} {str(c['shape']):26s} causal={c['causal']!s:5s} "
@@ -307,13 +353,14 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 1
         print(f"the Triton kernel passed all {len(checks)} checks", flush=True)
+        if args.check_only:
+            return 0
     if args.device == "cuda":
         metadata["ceilings"] = measure_ceilings()
     causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
 
-    def checkpoint(rows):  # results.json so far, marked incomplete, in case the run is stopped
-        bench.write_json(folder / "results.json",
-                         {"metadata": {**metadata, "complete": False}, "rows": rows})
+    def checkpoint(rows):  # results.json and .csv so far, marked incomplete, in case the run
+        bench.save_rows(rows, {**metadata, "complete": False}, folder)  # is stopped
 
     rows = run_sweep(args.seq_lens, args.head_dims, args.methods, args.modes, causal,
                      args.batch, args.heads, getattr(torch, args.dtype), args.device,
@@ -321,6 +368,31 @@ def main(argv=None) -> int:
     written = save_results(rows, {**metadata, "complete": True}, folder)
     print(format_table(rows))
     print("wrote", ", ".join(str(p) for p in written))
+    return 0
+
+
+def _tune(args, folder: Path) -> int:
+    from day07_flash_attention import tuning
+
+    default_length = tuning.SEQ_LEN if args.device == "cuda" else 32  # CPU: the interpreter
+    path = tuning.tune(folder, args.device,
+                       args.seq_lens[0] if args.seq_lens_given else default_length,
+                       args.batch, args.heads, args.head_dims,
+                       candidates_of=lambda kernel: tuning.candidates(kernel)[
+                           :args.max_candidates])
+    return 0 if path.is_file() else 1
+
+
+def _models(args, folder: Path, metadata: dict) -> int:
+    from day07_flash_attention import model_benchmark
+
+    def checkpoint(rows):
+        bench.save_rows(rows, {**metadata, "complete": False}, folder, stem="models")
+
+    rows = model_benchmark.run_model_benchmark(
+        args.device, "gpu" if args.device == "cuda" else "tiny", checkpoint=checkpoint)
+    bench.save_rows(rows, {**metadata, "complete": True}, folder, stem="models")
+    print(model_benchmark.format_model_table(rows))
     return 0
 
 
