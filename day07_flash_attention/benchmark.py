@@ -139,9 +139,14 @@ def format_table(rows: list[dict]) -> str:
 
 
 def save_results(rows: list[dict], metadata: dict, folder: Path) -> list[Path]:
-    """results.json (metadata and rows), results.csv, and time.png and memory.png: one panel
-    per (head_dim, causal, mode), one line per method; memory.png only where measured."""
-    written = bench.save_rows(rows, metadata, folder)
+    """results.json (metadata and rows), results.csv, and the plots of `save_plots`."""
+    return bench.save_rows(rows, metadata, folder) + save_plots(rows, metadata, folder)
+
+
+def save_plots(rows: list[dict], metadata: dict, folder: Path) -> list[Path]:
+    """time.png and memory.png: one panel per (head_dim, causal, mode), one line per method;
+    memory.png only where measured."""
+    written = []
     name = metadata.get("device_name", metadata["device"])
     title = f"{name}, {metadata['dtype']}, batch {metadata['batch']}, {metadata['heads']} heads"
 
