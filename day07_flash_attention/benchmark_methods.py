@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from common.benchmark import device_kind
 from day07_flash_attention.flash_attention import (
     flash_attention,
     standard_attention,
@@ -58,7 +59,7 @@ def attention_method(name: str, causal: bool, device: str) -> Callable:
     if name == "standard":
         return lambda q, k, v: standard_attention(q, k, v, causal=causal)
     if name == "tiled":
-        block_q, block_k = TILED_BLOCKS[device]
+        block_q, block_k = TILED_BLOCKS[device_kind(device)]  # "cuda:1" is a "cuda"
         return lambda q, k, v: tiled_attention(q, k, v, causal=causal, block_q=block_q,
                                                block_k=block_k)
     if name == "triton":

@@ -7,6 +7,7 @@ Without CUDA, importing this module sets TRITON_INTERPRET=1 (unless it is set), 
 kernels run in Triton's interpreter on CPU tensors.
 """
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -448,9 +449,16 @@ def tile_sizes(kernel: str, block_d: int, tensor: torch.Tensor, causal: bool = F
         return INTERPRETER_BLOCK, INTERPRETER_BLOCK, 1, 1
     index = tensor.device.index if tensor.device.index is not None else \
         torch.cuda.current_device()
+    return choose_tiles(kernel, block_d, causal, tensor.dtype, *_device_facts(index))
+
+
+@functools.cache
+def _device_facts(index: int) -> tuple[str, tuple[int, int], int]:
+    """Name, compute capability and shared memory per block of a GPU: asked once, not at
+    every launch (a launch of a short sequence takes microseconds)."""
     properties = triton.runtime.driver.active.utils.get_device_properties(index)
-    return choose_tiles(kernel, block_d, causal, tensor.dtype, torch.cuda.get_device_name(index),
-                        torch.cuda.get_device_capability(index), properties["max_shared_mem"])
+    return (torch.cuda.get_device_name(index), torch.cuda.get_device_capability(index),
+            properties["max_shared_mem"])
 
 
 def choose_tiles(kernel: str, block_d: int, causal: bool, dtype: torch.dtype, device_name: str,
