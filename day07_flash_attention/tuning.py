@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from common import benchmark as bench
+from day07_flash_attention.benchmark import relative_error
 
 KERNELS = ("forward", "dq", "dkdv")
 KERNEL_FUNCTIONS = {"forward": "_attention_forward", "dq": "_attention_backward_dq",
@@ -201,11 +202,6 @@ def run_candidate(kernel: str, inputs: dict, causal: bool, tiles) -> list[torch.
     return [dq] if kernel == "dq" else [dk, dv]
 
 
-def relative_error(result: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
-    return max(((r.double() - e.double()).norm() / e.double().norm()).item()
-               for r, e in zip(result, reference, strict=True))
-
-
 def time_candidates(filtered: list[dict], inputs: dict, device: str, progress=None) -> None:
     """Time each candidate that passed the filter (in place: "ms", "error" against the
     default tiles, and status "ok", "wrong" or "error"). On a CPU (the interpreter: a test of
@@ -219,7 +215,8 @@ def time_candidates(filtered: list[dict], inputs: dict, device: str, progress=No
             if (kernel, causal) not in references:
                 references[kernel, causal] = run_candidate(kernel, inputs, causal, None)
             result = run_candidate(kernel, inputs, causal, row["tiles"])
-            row["error"] = relative_error(result, references[kernel, causal])
+            row["error"] = max(relative_error(r, e) for r, e in
+                               zip(result, references[kernel, causal], strict=True))
             if not row["error"] <= MAX_RELATIVE_ERROR:  # NaN fails too
                 row.update(status="wrong", note=f"relative error {row['error']:.2e} from the "
                                                 f"default tiles' outputs")
@@ -259,13 +256,14 @@ def best_tiles(rows: list[dict]) -> dict:
 
 
 def tune(output: Path, device: str = "cuda", seq_len: int = SEQ_LEN, batch: int = BATCH,
-         heads: int = HEADS, head_dims=HEAD_DIMS, causal_flags=(False, True), kernels=KERNELS,
+         heads: int = HEADS, head_dims=HEAD_DIMS, causal_flags=(False, True),
+         kernel_names=KERNELS,
          candidates_of=candidates, workers: int | None = None, capability: int | None = None,
          shared_limit: int | None = None, log=print) -> Path:
     """Filter, time and write `tiles-<device name>.json` in `output`; returns its path. On a
     CPU (tests and dry runs) the filter compiles for `capability` (default 90, Hopper) and
     `shared_limit` (default Hopper's), and the timing runs in the interpreter."""
-    from day07_flash_attention import kernels as launchers
+    from day07_flash_attention import kernels
 
     kind = bench.device_kind(device)
     if kind == "cuda":
@@ -277,14 +275,14 @@ def tune(output: Path, device: str = "cuda", seq_len: int = SEQ_LEN, batch: int 
         capability, shared_limit = capability or 90, shared_limit or HOPPER_SHARED_MEMORY
         dtype = torch.float16  # the interpreter's bfloat16 dot is wrong
     environment = bench.environment(kind)
-    path = Path(output) / f"tiles-{launchers.device_slug(environment['device_name'])}.json"
+    path = Path(output) / f"tiles-{kernels.device_slug(environment['device_name'])}.json"
     payload = {**environment, "complete": False, "dtype": str(dtype)[6:], "seq_len": seq_len,
                "batch": batch, "heads": heads, "capability_compiled": capability,
                "shared_limit": shared_limit, "best": {}, "candidates": []}
     jobs = [{"kernel": kernel, "head_dim": d, "causal": causal, "tiles": list(tiles),
              "capability": capability, "shared_limit": shared_limit, "batch": batch,
              "heads": heads}
-            for d in head_dims for kernel in kernels for causal in causal_flags
+            for d in head_dims for kernel in kernel_names for causal in causal_flags
             for tiles in candidates_of(kernel)]
     started = time.perf_counter()
     filtered = filter_candidates(jobs, workers or max(1, (os.cpu_count() or 2) - 1))
@@ -293,15 +291,15 @@ def tune(output: Path, device: str = "cuda", seq_len: int = SEQ_LEN, batch: int 
         f"{time.perf_counter() - started:.0f} s)")
     payload["candidates"] = filtered
     bench.write_json(path, payload)
+
+    def checkpoint(row):  # after every candidate: a stopped run keeps its figures
+        payload["best"] = best_tiles(filtered)
+        bench.write_json(path, payload)
+
     for d in head_dims:
         inputs = tuning_inputs(seq_len, d, dtype, device, batch, heads)
-        rows = [row for row in filtered if row["head_dim"] == d]
-
-        def checkpoint(row):  # after every candidate: a stopped run keeps its figures
-            payload["best"] = best_tiles(filtered)
-            bench.write_json(path, payload)
-
-        time_candidates(rows, inputs, kind, checkpoint)
+        time_candidates([row for row in filtered if row["head_dim"] == d], inputs, kind,
+                        checkpoint)
         del inputs
         bench.release_memory(kind)
     payload.update(best=best_tiles(filtered), complete=True)
