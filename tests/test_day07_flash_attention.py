@@ -460,10 +460,13 @@ def test_benchmark_arguments():
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             benchmark.parse_arguments(["--device", "cuda"])
-    with pytest.raises(SystemExit):
-        benchmark.parse_arguments(["--device", "cpu", "--check"])
+    with pytest.raises(SystemExit):  # one mode at a time
+        benchmark.parse_arguments(["--device", "cpu", "--tune", "--models"])
     args = benchmark.parse_arguments(["--device", "cpu"])
     assert "triton" not in args.methods and args.dtype == "float32"
+    assert not args.check and not args.seq_lens_given
+    args = benchmark.parse_arguments(["--device", "cpu", "--check-only", "--seq-lens", "64"])
+    assert args.check and args.seq_lens_given  # --check-only checks; --tune's length given
 
 
 @pytest.mark.parametrize("arguments, words", [
@@ -492,9 +495,10 @@ def test_benchmark_help_shows_each_devices_sweep_and_the_files(capsys):
     with pytest.raises(SystemExit):
         benchmark.parse_arguments(["--help"])
     text = capsys.readouterr().out
-    assert "cuda: seq_lens=[1024, 2048, 4096, 8192, 16384]" in text
+    assert "cuda: seq_lens=[16384, 8192, 4096, 2048, 1024], head_dims=[128, 64]" in text
     assert "cpu: seq_lens=[128, 256, 512, 1024]" in text
     assert "results.json" in text and "results.csv" in text and "check.json" in text
+    assert "tiles-<device>.json" in text and "models.json" in text and "gpu_run" in text
 
 
 def test_unsupported_is_decided_before_running_and_a_real_error_is_an_error(monkeypatch):
