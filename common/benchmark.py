@@ -69,6 +69,29 @@ def time_cpu(run: Callable[[], object], min_seconds: float = 0.2, min_runs: int 
     return {"ms": statistics.median(times), "ms_min": min(times), "ms_max": max(times)}
 
 
+def interleaved_minimum_ms(runs: dict[str, Callable[[], object]], rounds: int = 5
+                           ) -> dict[str, float]:
+    """The fastest of `rounds` calls of each run, in milliseconds, after one warm-up call of
+    each. The runs take turns (a, b, c, a, b, c, ...), so that a burst of load from another
+    process slows every run alike instead of one of them; the minimum is the call that was
+    disturbed least. For comparisons of times that a notebook asserts (CONTRIBUTING.md,
+    "Experiments", rule 3)."""
+    rounds = checks.positive_int(rounds, "rounds")
+    if not isinstance(runs, dict) or not runs:
+        raise TypeError(f"runs must be a non-empty dict of name -> callable, got {runs!r}")
+    for name, run in runs.items():
+        if not callable(run):
+            raise TypeError(f"runs[{name!r}] must be callable, got {run!r}")
+        run()  # warm up: caches, lazy initialisation
+    fastest = dict.fromkeys(runs, float("inf"))
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            fastest[name] = min(fastest[name], 1000 * (time.perf_counter() - start))
+    return fastest
+
+
 def time_cuda(run: Callable[[], object], grad_to_none: Sequence[torch.Tensor] | None = None
               ) -> dict:
     """Milliseconds of `run()` on CUDA by `triton.testing.do_bench`: median, min and max."""

@@ -70,6 +70,20 @@ def test_measure_refuses_what_it_cannot_call():
         bench.measure(lambda: None, "cpu", reset=3)
 
 
+def test_interleaved_minimum_takes_turns_and_keeps_the_fastest_call(monkeypatch):
+    calls = []
+    clock = iter(range(0, 1000))  # each perf_counter() call: one more second
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    fastest = bench.interleaved_minimum_ms({"a": lambda: calls.append("a"),
+                                            "b": lambda: calls.append("b")}, rounds=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # a warm-up each, then turns
+    assert fastest == {"a": 1000.0, "b": 1000.0}
+    with pytest.raises(TypeError, match=r"runs\['b'\] must be callable"):
+        bench.interleaved_minimum_ms({"a": lambda: None, "b": 3})
+    with pytest.raises(ValueError, match="rounds must be a positive int"):
+        bench.interleaved_minimum_ms({"a": lambda: None}, rounds=0)
+
+
 def test_out_of_memory_is_recognised():
     assert bench.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
     assert bench.is_out_of_memory(RuntimeError("cuDNN error: ... out of memory"))

@@ -1,6 +1,6 @@
-"""Every day ends alike (DESIGN.md, notebook convention 8) and its saved notebook stays light:
-exercises with solutions that assert, a recap, references with links, under 400 KB, and no
-progress-bar fragments in the saved outputs."""
+"""Every day ends alike (CONTRIBUTING.md, notebook convention 9) and its saved notebook stays
+light: exercises with solutions that assert, a recap, references with links, under 400 KB,
+and no progress-bar fragments in the saved outputs."""
 
 import json
 import re
