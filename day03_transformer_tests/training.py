@@ -50,8 +50,8 @@ def learning_rate(step: int, d_model: int, warmup_steps: int = 4000,
 
 PAD, BOS, EOS = 0, 1, 2  # symbols are 3, 4, ...
 # The recipe of `reversal_experiment`: a fixed number of steps, so that every run is the same.
-# Half the paper's learning rate: at the full rate (peak 0.0125 for d_model = 64), training
-# collapsed after it had learned (see the notebook's section 7).
+# Half the paper's learning rate, and Adam with AMSGrad's maximum: with plain Adam, training
+# collapsed after it had learned on some seeds (see the notebook's section 7).
 STEPS, BATCH_SIZE, WARMUP_STEPS, LR_FACTOR = 300, 256, 100, 0.5
 
 
@@ -135,13 +135,14 @@ def train_reversal(model: Transformer, task: ReversalTask, steps: int, batch_siz
                    warmup_steps: int, lr_factor: float = 1.0, smoothing: float = 0.1,
                    seed: int = 0, exclude: frozenset = frozenset(),
                    validation: tuple[Tensor, Tensor] | None = None, validate_every: int = 10,
-                   progress: bool = True
-                   ) -> tuple[list[float], list[tuple[int, float]], list[float]]:
-    """Train `model` with Adam (0.9, 0.98, 1e-9), the warm-up schedule and label smoothing,
+                   progress: bool = True, amsgrad: bool = True
+                   ) -> tuple[list[float], list[tuple[int, float]], list[float], list[float]]:
+    """Train `model` with Adam (0.9, 0.98, 1e-9; with AMSGrad's running maximum of the
+    squared gradients unless `amsgrad=False`), the warm-up schedule and label smoothing,
     and leave it as the last step made it (no checkpoint is picked). Every `validate_every`
-    steps it measures `validation` (source, target). Returns the loss and the gradient norm
-    of every step, and the (step, validation accuracy) pairs:
-    (losses, validation, gradient_norms)."""
+    steps it measures `validation` (source, target). Returns the loss, the gradient's norm
+    and the norm of the step Adam took (all parameters together) at every step, and the
+    (step, validation accuracy) pairs: (losses, validation, gradient_norms, step_norms)."""
     if not isinstance(model, Transformer):
         raise TypeError(f"model must be a Transformer, got {type(model).__name__}")
     steps = checks.positive_int(steps, "steps")
@@ -150,14 +151,17 @@ def train_reversal(model: Transformer, task: ReversalTask, steps: int, batch_siz
     seed = checks.non_negative_int(seed, "seed")
     lr_factor = checks.positive_float(lr_factor, "lr_factor")
     progress = checks.as_bool(progress, "progress")
+    amsgrad = checks.as_bool(amsgrad, "amsgrad")
     if validation is not None and (not isinstance(validation, tuple) or len(validation) != 2):
         raise TypeError(f"validation must be a (source, target) pair of token tensors, got "
                         f"{type(validation).__name__}")
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9,
+                                 amsgrad=amsgrad)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # lr = 1.0 * learning_rate(step)
         optimizer, lambda i: learning_rate(i + 1, model.d_model, warmup_steps, lr_factor))
-    losses, history, gradient_norms = [], [], []
+    losses, history, gradient_norms, step_norms = [], [], [], []
+    parameters = list(model.parameters())
     model.train()
     bar = tqdm(range(1, steps + 1), desc="training", disable=not progress, mininterval=1.0)
     for step in bar:
@@ -171,14 +175,17 @@ def train_reversal(model: Transformer, task: ReversalTask, steps: int, batch_siz
         # the norm of the whole gradient; an infinite threshold clips nothing
         gradient_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                              float("inf")).item())
+        before = torch.cat([p.detach().flatten() for p in parameters])
         optimizer.step()
+        step_norms.append((torch.cat([p.detach().flatten() for p in parameters]) - before)
+                          .norm().item())
         schedule.step()
         losses.append(loss.item())
         if validation is not None and (step % validate_every == 0 or step == steps):
             accuracy = teacher_forced_accuracy(model, *validation)
             history.append((step, accuracy))
             bar.set_postfix(loss=f"{loss.item():.3f}", validation=f"{accuracy:.1%}", refresh=False)
-    return losses, history, gradient_norms
+    return losses, history, gradient_norms, step_norms
 
 
 def exact_sequence_accuracy(model: Transformer, source: Tensor, target: Tensor) -> float:
@@ -195,6 +202,7 @@ class ReversalResult:
     losses: list[float]
     validation: list[tuple[int, float]]
     gradient_norms: list[float]
+    step_norms: list[float]
     train_seconds: float
     accuracy: float
     test_source: Tensor = field(repr=False)
@@ -214,7 +222,7 @@ def held_out(source: Tensor) -> frozenset:
 def reversal_experiment(steps: int = STEPS, batch_size: int = BATCH_SIZE,
                         warmup_steps: int = WARMUP_STEPS, lr_factor: float = LR_FACTOR,
                         seed: int = 0, test_size: int = 1000, validation_size: int = 500,
-                        progress: bool = True) -> ReversalResult:
+                        progress: bool = True, amsgrad: bool = True) -> ReversalResult:
     """Train the "tiny" configuration, pre-norm and without dropout (every batch is new
     data), on sequence reversal, and measure it on held-out sequences. From a shell:
     python -c "from day03_transformer_tests.training import reversal_experiment as r; print(r())"
@@ -228,7 +236,7 @@ def reversal_experiment(steps: int = STEPS, batch_size: int = BATCH_SIZE,
     start = time.perf_counter()
     log = train_reversal(model, task, steps, batch_size, warmup_steps, lr_factor, seed=seed,
                          exclude=held_out(test[0]) | held_out(validation[0]),
-                         validation=validation, progress=progress)
+                         validation=validation, progress=progress, amsgrad=amsgrad)
     seconds = time.perf_counter() - start
     accuracy = exact_sequence_accuracy(model, *test)
     return ReversalResult(model, task, *log, seconds, accuracy, *test)

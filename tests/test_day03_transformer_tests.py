@@ -32,6 +32,7 @@ from day03_transformer_tests import (
     teacher_forced_accuracy,
     train_reversal,
 )
+from day03_transformer_tests.training import LR_FACTOR, WARMUP_STEPS
 
 VOCAB = 20
 SOURCE = pad_sequences([[3, 4, 5, 6, 7, 8, 9, 2], [9, 10, 11, 2], [12, 2]])
@@ -229,13 +230,13 @@ def test_training_smoke_run_lowers_the_loss(one_thread):
     model = Transformer(task.vocab_size, task.vocab_size, num_layers=1, d_model=32, num_heads=2,
                         d_ff=64, dropout=0.0, max_len=16, share_embeddings=True)
     validation = task.sample(64, torch.Generator().manual_seed(1))
-    losses, history, gradient_norms = train_reversal(model, task, steps=40, batch_size=32,
-                                                     warmup_steps=10, validation=validation,
-                                                     progress=False)
-    assert len(losses) == len(gradient_norms) == 40
+    losses, history, gradient_norms, step_norms = train_reversal(
+        model, task, steps=40, batch_size=32, warmup_steps=10, validation=validation,
+        progress=False)
+    assert len(losses) == len(gradient_norms) == len(step_norms) == 40
     assert [step for step, _ in history] == [10, 20, 30, 40]
     assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5
-    assert all(norm > 0 for norm in gradient_norms)
+    assert all(norm > 0 for norm in gradient_norms) and all(norm > 0 for norm in step_norms)
     # the model is left as the last step made it: no checkpoint is picked
     assert teacher_forced_accuracy(model, *validation) == history[-1][1]
     # teacher-forced exact accuracy is greedy decoding's exact-sequence accuracy
@@ -249,30 +250,36 @@ def test_is_stable_means_learned_and_never_fell_back():
     assert not is_stable([(10, 0.5), (20, 0.7)])  # never learned
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_recipe_learns_and_stays_learned_on_three_seeds(one_thread, seed):
-    """The notebook's run, on three seeds: the final model (no checkpoint picked) reverses at
-    least 95% of the held-out sequences, and once validation reached 90% it never fell
-    below 80%."""
+# Seeds the notebook does not run; on each, plain Adam collapsed after learning (measured
+# when AMSGrad was chosen: plain Adam collapsed on 7 of seeds 3 to 14).
+@pytest.mark.parametrize("seed", [5, 7, 13])
+def test_the_recipe_learns_and_stays_learned_on_other_seeds(one_thread, seed):
+    """The notebook's recipe (AMSGrad's maximum) on seeds it does not run: the final model
+    (no checkpoint picked) reverses at least 95% of the held-out sequences, and once
+    validation reached 90% it never fell below 80%."""
     result = reversal_experiment(seed=seed, progress=False)
     assert result.accuracy >= 0.95, result
     assert is_stable(result.validation), result.validation
 
 
-def test_the_papers_learning_rate_collapses_after_learning(one_thread):
-    """Why the recipe halves the paper's rate: at the full rate (seed 0), validation reaches
-    90%, then falls below 80%, and the collapse follows a gradient far above the typical
-    gradient at the loss floor (Adam turns it into a step that leaves the minimum)."""
-    result = reversal_experiment(steps=210, lr_factor=1.0, seed=0, progress=False)
+def test_without_amsgrad_the_recipe_collapses_on_seed_5(one_thread):
+    """The cause of the collapse: with plain Adam, at the loss floor the steps stay several
+    times the learning rate (Adam divides by the small recent gradients); when the gradient
+    grows, the step jumps more than tenfold, and validation falls from 90% to below 80%."""
+    result = reversal_experiment(seed=5, progress=False, amsgrad=False)
     assert not is_stable(result.validation)
     accuracies = dict(result.validation)
     learned = min(step for step, accuracy in accuracies.items() if accuracy >= 0.9)
     fell = min(step for step, accuracy in accuracies.items()
                if step > learned and accuracy < 0.8)
+    rates = torch.tensor([learning_rate(step, 64, WARMUP_STEPS, LR_FACTOR)
+                          for step in range(1, len(result.step_norms) + 1)])
+    relative_steps = torch.tensor(result.step_norms) / rates
     norms = torch.tensor(result.gradient_norms)
-    spike = norms[fell - 11:fell - 1].max()  # the 10 steps before the collapse was seen
-    typical = norms[fell - 31:fell - 11].median()  # the 20 steps before those
-    assert spike > 10 * typical, (spike, typical)
+    before, floor = slice(fell - 11, fell - 1), slice(fell - 31, fell - 11)  # 10 and 20 steps
+    assert relative_steps[floor].median() > 2  # at the floor, still steps of a few rates
+    assert relative_steps[before].max() > 10 * relative_steps[floor].median()
+    assert norms[before].max() > 10 * norms[floor].median()
 
 
 def test_the_attention_function_reaches_all_3n_attentions():
