@@ -23,6 +23,7 @@ from .mamba import (
     hugging_face_mixer,
     selective_copying,
     sequential_scan,
+    ssd_matrix_form,
     train_copying,
 )
 
@@ -44,5 +45,6 @@ __all__ = [
     "hugging_face_mixer",
     "selective_copying",
     "sequential_scan",
+    "ssd_matrix_form",
     "train_copying",
 ]

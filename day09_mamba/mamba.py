@@ -253,6 +253,25 @@ def convolution_kernel(block: MambaBlock, length: int) -> Tensor:
     return (block.C.unsqueeze(-1) * powers * B_bar.unsqueeze(-1)).sum(1)
 
 
+def ssd_matrix_form(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                    D: Tensor) -> Tensor:
+    """The selective scan as one matrix per channel (state-space duality, Dao and Gu, 2024):
+    y = (L o C B^T)(delta x) + D x, with L_ts = prod_{r=s+1..t} A_bar_r for s <= t, 0 after.
+    Needs A with one value per channel (all N entries of a row equal, Mamba-2's scalar A).
+    Same arguments as `sequential_scan`, without a state; returns y (batch, L, E)."""
+    _check_scan_inputs(x, delta, A, B, C, D, None)
+    if not torch.equal(A, A[:, :1].expand_as(A)):
+        raise ValueError("A must hold one value per channel (every row constant) for the "
+                         "matrix form; a diagonal A with different entries has no single L")
+    log_decay = (delta * A[:, 0]).cumsum(1)                   # (batch, L, E): sum of log A_bar
+    steps = torch.arange(x.size(1), device=x.device)
+    causal = (steps[:, None] >= steps[None, :])[None, :, :, None]  # (1, t, s, 1)
+    gap = log_decay[:, :, None, :] - log_decay[:, None, :, :]      # (batch, t, s, E)
+    decay = torch.where(causal, gap, float("-inf")).exp()          # L, zero above the diagonal
+    scores = torch.einsum("btn,bsn->bts", C, B)                    # C_t . B_s
+    return torch.einsum("btse,bse->bte", decay * scores[..., None], delta * x) + D * x
+
+
 class RMSNorm(nn.Module):
     """x / sqrt(mean(x^2) + eps) * weight (Zhang and Sennrich, 2019), in float32 as Mamba's
     reference computes it."""

@@ -23,6 +23,7 @@ from day09_mamba import (
     hugging_face_mixer,
     selective_copying,
     sequential_scan,
+    ssd_matrix_form,
     train_copying,
 )
 
@@ -39,6 +40,32 @@ def scan_inputs(batch=2, length=23, channels=6, size=4, dtype=torch.float64):
     A = -torch.rand(channels, size, dtype=dtype) * 4
     B, C = (torch.randn(batch, length, size, dtype=dtype) for _ in range(2))
     return x, delta, A, B, C, torch.randn(channels, dtype=dtype)
+
+
+# ------------------------------------------------------------------------ state-space duality
+@pytest.mark.parametrize("length", [1, 23])
+def test_the_matrix_form_equals_the_scan_for_a_scalar_a_per_channel(length):
+    """Mamba-2's duality: with one A per channel the scan is (L o C B^T)(delta x) + D x, and
+    its gradients agree too."""
+    x, delta, A, B, C, D = scan_inputs(length=length)
+    A = A[:, :1].expand_as(A).clone()
+    inputs = [t.clone().requires_grad_() for t in (x, delta, A, B, C, D)]
+    twins = [t.clone().requires_grad_() for t in (x, delta, A, B, C, D)]
+    ours, theirs = ssd_matrix_form(*inputs), sequential_scan(*twins)[0]
+    assert_close(ours, theirs)
+    upstream = torch.randn_like(ours)
+    (ours * upstream).sum().backward()
+    (theirs * upstream).sum().backward()
+    x_delta_b_c_d = [0, 1, 3, 4, 5]
+    assert_close([inputs[i].grad for i in x_delta_b_c_d], [twins[i].grad for i in x_delta_b_c_d])
+    # The matrix form reads A's first column, the scan every entry: the same scalar's gradient
+    assert_close(inputs[2].grad.sum(1), twins[2].grad.sum(1))
+
+
+def test_the_matrix_form_refuses_a_diagonal_a_with_different_entries():
+    x, delta, A, B, C, D = scan_inputs()
+    with pytest.raises(ValueError, match="A must hold one value per channel"):
+        ssd_matrix_form(x, delta, A, B, C, D)
 
 
 # ------------------------------------------------------------------------ discretisation
