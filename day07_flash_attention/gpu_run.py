@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -41,7 +42,8 @@ class Step:
 def plan(dry_run: bool) -> list[Step]:
     """The steps, most valuable first. The dry run takes the same steps at interpreter size."""
     tests = [sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider",
-             "tests/test_day07_flash_attention.py", "tests/test_day07_model_benchmark.py"]
+             "tests/test_day07_flash_attention.py", "tests/test_day07_model_benchmark.py",
+             "tests/test_day07_gpu_run.py"]
     if dry_run:
         tiny = ["--device", "cpu", "--head-dims", "16", "--seq-lens", "32", "--causal", "both"]
         return [
@@ -116,12 +118,16 @@ def run(outdir: Path, dry_run: bool = False, budget_s: float | None = None,
             limit = min(step.seconds, left)
             say(f"== {step.name} (limit {limit:.0f} s): {' '.join(command)}")
             begun = time.monotonic()
+            # Its own process group: a step stopped at its limit takes with it what it started
+            # (the tuning's compile workers), which would otherwise compete with later steps.
+            process = subprocess.Popen(command, cwd=repository, env=environment, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
             try:
-                result = subprocess.run(command, cwd=repository, env=environment, timeout=limit,
-                                        stdout=log, stderr=subprocess.STDOUT)
-                entry["status"] = "ok" if result.returncode == 0 else \
-                    f"failed (exit {result.returncode})"
+                code = process.wait(timeout=limit)
+                entry["status"] = "ok" if code == 0 else f"failed (exit {code})"
             except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
                 entry["status"] = "timeout"
             log.flush()
             entry.update(seconds=round(time.monotonic() - begun, 1), limit_s=round(limit, 1),
