@@ -6,6 +6,7 @@ auxiliary losses, and an MoE layer that replaces the MLP of Day 6's ViT."""
 import math
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +114,9 @@ def expert_capacity(tokens: int, num_experts: int, top_k: int, capacity_factor: 
     if top_k > num_experts:
         raise ValueError(f"top_k must be at most num_experts={num_experts}, got {top_k}")
     capacity_factor = checks.positive_float(capacity_factor, "capacity_factor")
-    return math.ceil(capacity_factor * tokens * top_k / num_experts)
+    # In exact arithmetic on the factor as written: 1.1 * 100 is 110.00000000000001 in floats,
+    # whose ceiling would give one assignment more than ceil(1.1 * 100 / 5) = 22.
+    return math.ceil(Fraction(repr(capacity_factor)) * tokens * top_k / num_experts)
 
 
 def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
@@ -460,7 +463,9 @@ def mutual_information(first: Tensor, second: Tensor, first_values: int,
             raise ValueError(f"{name} must hold values from 0 to {name}_values - 1 = "
                              f"{values - 1}, got {sample.min().item()} to {sample.max().item()}")
     joint = torch.zeros(first_values, second_values, device=first.device)
-    joint.index_put_((first, second), torch.ones(len(first)), accumulate=True)
+    # int64 indices: uint8 ones would index as a boolean mask
+    joint.index_put_((first.long(), second.long()), torch.ones(len(first), device=first.device),
+                     accumulate=True)
     joint /= joint.sum()
     independent = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
     seen = joint > 0

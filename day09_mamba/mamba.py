@@ -21,6 +21,9 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "mamba") -> tu
     Mamba's code computes: the same A_bar, and B_bar = delta B, its first-order approximation."""
     if method not in ("zoh", "mamba"):
         raise ValueError(f"method must be 'zoh' or 'mamba', got {method!r}")
+    if A.dim() != 2 or B.dim() == 0 or B.size(-1) != A.size(-1):
+        raise ValueError(f"A must be (E, N) and B (..., N) with the same state size N, got "
+                         f"shapes {tuple(A.shape)} and {tuple(B.shape)}")
     delta_A = delta.unsqueeze(-1) * A                       # (..., E, N)
     A_bar = torch.exp(delta_A)
     if method == "zoh":  # (exp(dA) - 1) / A * B, entry by entry; its limit delta B at A = 0
@@ -273,8 +276,9 @@ def ssd_matrix_form(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
 
 
 class RMSNorm(nn.Module):
-    """x / sqrt(mean(x^2) + eps) * weight (Zhang and Sennrich, 2019), in float32 as Mamba's
-    reference computes it."""
+    """x / sqrt(mean(x^2) + eps) * weight (Zhang and Sennrich, 2019), in at least float32 as
+    Mamba's reference computes it (float16 and bfloat16 inputs in float32; float64 stays
+    float64)."""
 
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
@@ -286,8 +290,8 @@ class RMSNorm(nn.Module):
         if x.dim() == 0 or x.size(-1) != self.weight.numel():
             raise ValueError(f"x must have last dimension d_model={self.weight.numel()}, got "
                              f"shape {tuple(x.shape)}")
-        x32 = x.float()
-        return self.weight * (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        return self.weight * (wide * torch.rsqrt(wide.square().mean(-1, keepdim=True) + self.eps)
                               ).to(x.dtype)
 
 

@@ -421,3 +421,18 @@ def test_float64_layers_route_in_float64_and_pass_gradcheck():
     x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     assert layer.router(x).probabilities.dtype == torch.float64
     assert torch.autograd.gradcheck(layer, (x,))
+
+
+# ------------------------------------------------------------------------ silent wrong results
+def test_capacity_is_the_ceiling_of_the_factor_as_written():
+    """1.1 * 100 is 110.00000000000001 in floats; the capacity is ceil(1.1 * 100 / 5) = 22."""
+    assert expert_capacity(100, 5, 1, 1.1) == 22
+    assert expert_capacity(8, 4, 2, 1.25) == 5 and expert_capacity(10, 4, 2, 1.0) == 5
+    assert expert_capacity(3, 2, 1, 1.0) == 2  # a true fraction still rounds up
+
+
+def test_mutual_information_of_small_integer_types_is_not_a_mask():
+    """uint8 indices would select as a boolean mask: the samples are read as integers."""
+    for dtype in (torch.uint8, torch.int8, torch.int32, torch.int64):
+        same = torch.tensor([0, 1], dtype=dtype)
+        assert abs(mutual_information(same, same, 2, 2) - math.log(2)) < 1e-6

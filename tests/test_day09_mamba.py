@@ -15,6 +15,7 @@ from day09_mamba import (
     MambaBlock,
     MambaLM,
     MambaState,
+    RMSNorm,
     TransformerLM,
     associative_scan,
     convolution_kernel,
@@ -322,3 +323,17 @@ def test_hugging_face_lm_follows_the_models_epsilon_and_tying():
     with torch.no_grad():
         assert_close(model(tokens), hugging_face_lm(model)(tokens).logits)
     assert_error_names(lambda: model.norm(torch.randn(2, 8)), ["x", "d_model=16", "(2, 8)"])
+
+
+# ------------------------------------------------------------------------ silent wrong results
+def test_rms_norm_computes_float64_in_float64():
+    norm = RMSNorm(6).double()
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    exact = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + norm.eps)
+    assert_close(norm(x), exact, rtol=0, atol=1e-15)
+    assert torch.autograd.gradcheck(norm, (x,))
+
+
+def test_discretize_refuses_a_b_of_another_state_size():
+    with pytest.raises(ValueError, match="same state size N"):
+        discretize(torch.rand(2, 3, 4), -torch.rand(4, 5), torch.randn(2, 3, 6))
