@@ -197,6 +197,14 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
+def failure(error: BaseException) -> dict:
+    """The status ("OOM" or "error") and note (the message's first line) of a row whose
+    measurement raised `error`; such a row keeps no figures."""
+    message = str(error).strip().splitlines()
+    return {"status": "OOM" if is_out_of_memory(error) else "error",
+            "note": message[0][:160] if message else type(error).__name__}
+
+
 def release_memory(device: str | torch.device) -> None:
     """After a failed call: autograd graphs can hold memory in reference cycles."""
     if device_kind(device) == "cuda":

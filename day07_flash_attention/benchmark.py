@@ -102,9 +102,7 @@ def run_sweep(seq_lens, head_dims, methods=METHODS, modes=MODES, causal=(False, 
                                         backward)
                 row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
         except (RuntimeError, TypeError, ValueError) as error:
-            message = str(error).strip().splitlines()
-            row["status"] = "OOM" if bench.is_out_of_memory(error) else "error"
-            row["note"] = message[0][:160] if message else type(error).__name__
+            row.update(bench.failure(error))
         finally:
             inputs = None
             bench.release_memory(device)

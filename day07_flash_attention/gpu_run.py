@@ -92,6 +92,13 @@ def run(outdir: Path, dry_run: bool = False, budget_s: float | None = None,
     repository = Path(__file__).resolve().parent.parent
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TRITON_DEFAULT_FP_FUSION": "1"}
     record = []
+
+    def save():  # what happened so far, and the log, packed with the results
+        (work / "steps.json").write_text(json.dumps(
+            {"dry_run": dry_run, "budget_s": budget_s, "steps": record}, indent=1) + "\n")
+        shutil.copy(outdir / LOG, work / LOG)
+        pack(work, outdir)
+
     with (outdir / LOG).open("w") as log:
         def say(text):
             print(text, flush=True)
@@ -134,15 +141,9 @@ def run(outdir: Path, dry_run: bool = False, budget_s: float | None = None,
                          command=command[1:])
             record.append(entry)
             say(f"== {step.name}: {entry['status']} in {entry['seconds']} s")
-            (work / "steps.json").write_text(json.dumps(
-                {"dry_run": dry_run, "budget_s": budget_s, "steps": record}, indent=1) + "\n")
-            shutil.copy(outdir / LOG, work / LOG)
-            pack(work, outdir)
+            save()
         say(f"== done in {time.monotonic() - started:.0f} s of a {budget_s:.0f} s budget")
-    (work / "steps.json").write_text(json.dumps(
-        {"dry_run": dry_run, "budget_s": budget_s, "steps": record}, indent=1) + "\n")
-    shutil.copy(outdir / LOG, work / LOG)
-    pack(work, outdir)
+    save()
     shutil.rmtree(work)  # everything is in the archive: two files come back
     _print_summary(outdir)
     return record

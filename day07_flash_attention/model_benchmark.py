@@ -184,9 +184,7 @@ def run_model_benchmark(device: str = "cuda", size: str = "gpu", models=MODELS,
             try:
                 row.update(measure_case(model, spec, attention, device, initial_states))
             except (RuntimeError, TypeError, ValueError) as error:
-                message = str(error).strip().splitlines()
-                row["status"] = "OOM" if bench.is_out_of_memory(error) else "error"
-                row["note"] = message[0][:160] if message else type(error).__name__
+                row.update(bench.failure(error))
             finally:
                 bench.release_memory(device)
             rows.append(row)

@@ -140,8 +140,7 @@ def _filter_one(job: dict) -> dict:
             run_candidate(job["kernel"], inputs, job["causal"], job["tiles"])
             torch.cuda.synchronize()
     except Exception as error:  # a candidate that cannot compile or launch is not a candidate
-        message = str(error).strip().splitlines()
-        return {**result, "status": "rejected", "note": (message or [repr(error)])[0][:200]}
+        return {**result, "status": "rejected", "note": bench.failure(error)["note"]}
     return result
 
 
@@ -231,8 +230,7 @@ def time_candidates(filtered: list[dict], inputs: dict, device: str, progress=No
                 row["ms"] = bench.time_cpu(lambda k=kernel, c=causal, t=row["tiles"]:
                                            run_candidate(k, inputs, c, t), 0.0, 1)["ms"]
         except (RuntimeError, ValueError) as error:
-            message = str(error).strip().splitlines()
-            row.update(status="error", note=(message or [repr(error)])[0][:200])
+            row.update(bench.failure(error))
         finally:
             bench.release_memory(device)
         if progress:

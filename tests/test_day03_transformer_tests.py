@@ -214,16 +214,6 @@ def test_greedy_decode_agrees_with_teacher_forcing_and_pads_after_the_end():
     assert (decoded[:, 1:][~before_end] == 0).all()
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny model trains as fast on one thread, and one thread does not slow to a crawl
-    when other processes share the cores (two threads then wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_training_smoke_run_lowers_the_loss(one_thread):
     torch.manual_seed(0)
     task = ReversalTask(num_symbols=4, min_len=2, max_len=4)

@@ -8,13 +8,9 @@ import os
 import subprocess
 import sys
 
-import torch
-
-if not torch.cuda.is_available():  # before Triton is imported: the kernels run interpreted
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import numpy as np
 import pytest
+import torch
 from torch.nn import functional as F
 from torch.nn.attention.bias import causal_lower_right
 from torch.testing import assert_close
@@ -43,13 +39,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BLOCK = kernels.INTERPRETER_BLOCK if kernels.INTERPRETED else 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one CPU thread is faster than a pool that wakes for every operation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randn(*shape, dtype=torch.float32, device=DEVICE, requires_grad=False):

@@ -3,16 +3,11 @@ round trip, the launchers' choice), the one-command run (its dry run, its budget
 and the report that turns a returned archive into what the notebook shows."""
 
 import json
-import os
 import sys
 import tarfile
 
-import torch
-
-if not torch.cuda.is_available():  # before Triton is imported: the kernels run interpreted
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest
+import torch
 
 from day07_flash_attention import gpu_run, kernels, report, tuning
 from day07_flash_attention.benchmark import main as benchmark_main

@@ -2,14 +2,8 @@
 Day 3's Transformer and Day 6's ViT with standard and flash attention, run here at the tiny
 size on the CPU, where the flash kernels run in Triton's interpreter (float32 only)."""
 
-import os
-
-import torch
-
-if not torch.cuda.is_available():  # before Triton is imported: the kernels run interpreted
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest
+import torch
 
 from common.testing import assert_error_names
 from day07_flash_attention import kernels, model_benchmark
@@ -24,17 +18,11 @@ from day07_flash_attention.model_benchmark import (
 FIGURES = ("ms", "ms_min", "ms_max", "peak_mib", "peak_tensor_mib", "loss")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one CPU thread is faster than a pool that wakes for every operation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(_one_thread):
+def tiny_run(one_thread):
     """The whole tiny benchmark once (about 10 s, mostly the interpreter): the rows, and the
     number of rows each checkpoint call saw."""
     if not kernels.INTERPRETED:
