@@ -3,9 +3,14 @@
     python -m common.notebooks export            # every day's modules from its notebook
     python -m common.notebooks execute [NB ...]  # re-run notebooks in place, fresh kernel
     python -m common.notebooks all               # both, in that order
+    python -m common.notebooks reseed NB --seeds 5-9  # run a copy on other seeds
 
 Modules come from the notebooks' `#| export` cells through nbdev's `nb_export` in solo
 mode; a cell marked `#| export other` goes to `other.py` beside the default module.
+
+`reseed` checks an experiment's asserts on seeds the notebook does not run (CONTRIBUTING.md,
+"Experiments"): every code line `SEEDS = ...` gets the given seeds, a fresh kernel runs the
+copy, and the command fails with the first failing cell. The notebook itself is not touched.
 """
 
 import argparse
@@ -62,31 +67,93 @@ def export_notebook(notebook: Path, destination: Path | None = None) -> list[Pat
     return sorted(written)
 
 
+def _run(nb, folder: Path, timeout: int) -> None:
+    from nbclient import NotebookClient
+
+    # No timing metadata: a re-executed notebook's diff shows only what changed.
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                   resources={"metadata": {"path": str(folder)}}).execute()
+
+
 def execute_notebook(notebook: Path, timeout: int = 600) -> None:
     """Run `notebook` top to bottom in a fresh kernel of this Python and save its outputs."""
     import nbformat
-    from nbclient import NotebookClient
 
     notebook = Path(notebook).resolve()
     nb = nbformat.read(notebook, as_version=4)
-    # No timing metadata: a re-executed notebook's diff shows only what changed.
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                            resources={"metadata": {"path": str(notebook.parent)}})
-    client.execute()
+    _run(nb, notebook.parent, timeout)
     nbformat.write(nb, notebook)
+
+
+SEEDS_LINE = re.compile(r"^SEEDS = .*$", re.MULTILINE)
+
+
+def seeds_argument(text: str) -> tuple[int, ...]:
+    """'5-9' or '5,7,11' as a tuple of non-negative ints."""
+    match = re.fullmatch(r"(\d+)-(\d+)", text.strip())
+    try:
+        seeds = (tuple(range(int(match[1]), int(match[2]) + 1)) if match else
+                 tuple(int(part) for part in text.split(",")))
+    except ValueError:
+        seeds = ()
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be a range like 5-9 or a list like 5,7,11 "
+                                         f"of non-negative ints, got {text!r}")
+    return seeds
+
+
+def has_seeds(notebook: Path) -> bool:
+    """Whether a code cell of `notebook` has a line `SEEDS = ...` for `reseed` to replace."""
+    import nbformat
+
+    return any(cell.cell_type == "code" and SEEDS_LINE.search(cell.source)
+               for cell in nbformat.read(notebook, as_version=4).cells)
+
+
+def reseed_notebook(notebook: Path, seeds: tuple[int, ...], output: Path | None = None,
+                    timeout: int = 600) -> Path:
+    """Run a copy of `notebook` whose `SEEDS = ...` lines say `seeds`, in a fresh kernel, in
+    the notebook's folder; save the executed copy to `output` (default: a temporary file)
+    and return its path. A failing cell raises nbclient's CellExecutionError."""
+    import tempfile
+
+    import nbformat
+
+    notebook = Path(notebook).resolve()
+    nb = nbformat.read(notebook, as_version=4)
+    replaced = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source, count = SEEDS_LINE.subn(f"SEEDS = {tuple(seeds)!r}", cell.source)
+            replaced += count
+    if replaced == 0:
+        raise ValueError(f"{notebook.name} has no line 'SEEDS = ...' to reseed")
+    if output is None:
+        output = Path(tempfile.mkdtemp(prefix="reseed-")) / notebook.name
+    try:
+        _run(nb, notebook.parent, timeout)
+    finally:
+        nbformat.write(nb, output)  # the executed copy, up to a failing cell
+    return output
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m common.notebooks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=["export", "execute", "all"])
+    parser.add_argument("command", nargs="?", choices=["export", "execute", "all", "reseed"])
     parser.add_argument("notebooks", nargs="*", type=Path,
                         help="notebooks to process (default: every day's notebook)")
+    parser.add_argument("--seeds", type=seeds_argument,
+                        help="reseed: the seeds to run instead, e.g. 5-9 or 5,7,11")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         raise SystemExit(2)
+    if (args.command == "reseed") != (args.seeds is not None):
+        parser.error("--seeds goes with reseed, and reseed needs --seeds")
     notebooks = args.notebooks or day_notebooks()
+    if args.command == "reseed" and not args.notebooks:
+        notebooks = [notebook for notebook in notebooks if has_seeds(notebook)]
     if not notebooks:
         # A regular (non-editable) install copies the modules but not the notebooks.
         parser.exit(1, f"{parser.prog}: no day notebooks under {REPOSITORY_ROOT}; run it from "
@@ -104,7 +171,23 @@ def main(argv: list[str] | None = None) -> None:
         for notebook in tqdm(notebooks, desc="executing", unit="notebook"):
             tqdm.write(f"executing {notebook}")
             execute_notebook(notebook)
+    if args.command == "reseed":
+        import tempfile
 
+        from nbclient.exceptions import CellExecutionError
+
+        for notebook in notebooks:
+            output = Path(tempfile.mkdtemp(prefix="reseed-")) / notebook.name
+            print(f"reseeding {notebook} with seeds {args.seeds}", file=sys.stderr)
+            try:
+                reseed_notebook(notebook, args.seeds, output)
+            except ValueError as error:  # no SEEDS line
+                parser.exit(1, f"{parser.prog}: {error}\n")
+            except CellExecutionError as error:
+                parser.exit(1, f"{error}\n{parser.prog}: {notebook} fails on seeds "
+                               f"{args.seeds}; executed copy: {output}\n")
+            print(f"every cell passed on seeds {args.seeds}; executed copy: {output}",
+                  file=sys.stderr)
 
 if __name__ == "__main__":
     main()

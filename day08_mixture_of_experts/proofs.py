@@ -12,4 +12,7 @@ def outputs_and_gradients(dispatch, x, router, experts) -> list:
     output = dispatch(x, experts, router(x))
     output = output[0] if isinstance(output, tuple) else output
     parameters = [x, *router.parameters(), *experts.parameters()]
-    return [output, *torch.autograd.grad(output.square().sum(), parameters)]
+    # An expert that no token chose gets a zero gradient (the naive dispatch multiplies its
+    # output by a gate of 0), not an error.
+    return [output, *torch.autograd.grad(output.square().sum(), parameters, allow_unused=True,
+                                         materialize_grads=True)]
