@@ -25,21 +25,34 @@ class Routing:
     weights: Tensor        # (tokens, top_k): the mixing weight of each chosen expert
     experts: Tensor        # (tokens, top_k): the chosen experts, most probable first
 
+    def detach(self) -> "Routing":
+        """The same decision without the autograd graph that produced it."""
+        return Routing(self.logits.detach(), self.probabilities.detach(), self.weights.detach(),
+                       self.experts)
+
 
 class Router(nn.Module):
     """A linear gate, a softmax over the experts, the top k, and (optionally) their weights
-    renormalised to sum to 1, as in Mixtral. `noisy` adds Shazeer et al.'s (2017) learned
+    renormalised to sum to 1, as in Mixtral; by default for top_k >= 2 only, since a single
+    weight renormalised is p / p = 1 and the task's loss would send the gate no gradient
+    (Switch Transformer's top-1 keeps the probability itself). `noisy` adds Shazeer et al.'s (2017) learned
     Gaussian noise to the logits while training: H(x) = x W_g + N(0, 1) softplus(x W_noise)."""
 
     def __init__(self, d_model: int, num_experts: int, top_k: int = 2,
-                 renormalize: bool = True, noisy: bool = False):
+                 renormalize: bool | None = None, noisy: bool = False):
         super().__init__()
         self.d_model = checks.positive_int(d_model, "d_model")
         self.num_experts = checks.positive_int(num_experts, "num_experts")
         self.top_k = checks.positive_int(top_k, "top_k")
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k must be at most num_experts={num_experts}, got {top_k}")
-        self.renormalize = checks.as_bool(renormalize, "renormalize")
+        self.renormalize = checks.as_bool(self.top_k > 1 if renormalize is None else renormalize,
+                                          "renormalize")
+        if self.renormalize and self.top_k == 1 and self.num_experts > 1:
+            raise ValueError("renormalize=True with top_k=1 makes the one weight p / p = 1, so "
+                             "the task's loss sends the router no gradient; top-1 routing keeps "
+                             "the probability (Switch Transformer): renormalize=False, the "
+                             "default for top_k=1")
         self.gate = nn.Linear(d_model, num_experts, bias=False)
         self.noise = nn.Linear(d_model, num_experts, bias=False) if checks.as_bool(
             noisy, "noisy") else None
@@ -107,7 +120,8 @@ def naive_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Tenso
 
 def expert_capacity(tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
     """How many token assignments each expert may take (Switch Transformer, section 2.2, with
-    GShard's top-k, rounded up): ceil(capacity_factor * tokens * top_k / num_experts)."""
+    GShard's top-k, rounded up): ceil(capacity_factor * tokens * top_k / num_experts), and at
+    most `tokens`, since a token chooses an expert once: a larger factor changes nothing."""
     tokens = checks.non_negative_int(tokens, "tokens")
     num_experts, top_k = checks.positive_int(num_experts, "num_experts"), checks.positive_int(
         top_k, "top_k")
@@ -116,7 +130,7 @@ def expert_capacity(tokens: int, num_experts: int, top_k: int, capacity_factor: 
     capacity_factor = checks.positive_float(capacity_factor, "capacity_factor")
     # In exact arithmetic on the factor as written: 1.1 * 100 is 110.00000000000001 in floats,
     # whose ceiling would give one assignment more than ceil(1.1 * 100 / 5) = 22.
-    return math.ceil(Fraction(repr(capacity_factor)) * tokens * top_k / num_experts)
+    return min(math.ceil(Fraction(repr(capacity_factor)) * tokens * top_k / num_experts), tokens)
 
 
 def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
@@ -167,27 +181,29 @@ class MixtureOfExperts(nn.Module):
     gets 0 here and passes through the block's residual connection unchanged.
     `shared_expert_d_ff` adds Qwen2-MoE's shared expert: a SwiGLU network that every token
     goes through, scaled by a sigmoid gate. After each call, `last_routing` holds the router's
-    decision and `last_kept` which assignments were computed (for the auxiliary losses and
-    the statistics)."""
+    decision and `last_kept` which assignments were computed, both without autograd graph
+    (for the statistics), and `router_logits()` the logits with theirs (for the auxiliary
+    losses). Copies and checkpoints (deepcopy, pickle, `AveragedModel`) leave those graph-held
+    logits out."""
 
     def __init__(self, d_model: int, d_ff: int, num_experts: int = 8, top_k: int = 2,
-                 expert: str = "swiglu", renormalize: bool = True, noisy: bool = False,
+                 expert: str = "swiglu", renormalize: bool | None = None, noisy: bool = False,
                  capacity_factor: float | None = None, dispatch: str = "sorted",
                  shared_expert_d_ff: int | None = None):
         super().__init__()
         self.router = Router(d_model, num_experts, top_k, renormalize, noisy)
         self.experts = nn.ModuleList(make_expert(expert, d_model, d_ff)
                                      for _ in range(num_experts))
-        if dispatch not in DISPATCHES:
-            raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
-        self.d_model, self.dispatch = d_model, dispatch
-        self.capacity_factor = capacity_factor  # checked by the property below
+        self.d_model, self._capacity_factor = d_model, None
+        self.dispatch = dispatch                # both checked by the properties below
+        self.capacity_factor = capacity_factor
         self.shared_expert = self.shared_expert_gate = None
         if shared_expert_d_ff is not None:
             self.shared_expert = SwiGLUExpert(d_model, shared_expert_d_ff)
             self.shared_expert_gate = nn.Linear(d_model, 1, bias=False)
         self.last_routing: Routing | None = None
         self.last_kept: Tensor | None = None
+        self._router_logits: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         checks.floating_tensor(x, "x")
@@ -206,8 +222,29 @@ class MixtureOfExperts(nn.Module):
         if self.shared_expert is not None:
             output = output + torch.sigmoid(self.shared_expert_gate(tokens)) * self.shared_expert(
                 tokens)
-        self.last_routing, self.last_kept = routing, kept
+        # The statistics keep no graph; the auxiliary losses need the logits with theirs.
+        self.last_routing, self.last_kept = routing.detach(), kept
+        self._router_logits = routing.logits
         return output.reshape(x.shape)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()  # a copy of the module's __dict__
+        state["_router_logits"] = None  # holds the last pass's graph, which cannot be copied
+        return state
+
+    @property
+    def dispatch(self) -> str:
+        """"sorted" or "naive"; it may be changed between calls, and is checked when it is."""
+        return self._dispatch
+
+    @dispatch.setter
+    def dispatch(self, value: str) -> None:
+        if value not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {DISPATCHES}, got {value!r}")
+        if value != "sorted" and self.capacity_factor is not None:
+            raise ValueError(f"dispatch={value!r} runs every expert on every token, which "
+                             "ignores the capacity: set capacity_factor=None first")
+        self._dispatch = value
 
     @property
     def capacity_factor(self) -> float | None:
@@ -229,6 +266,14 @@ class MixtureOfExperts(nn.Module):
             raise RuntimeError("no call yet: the routing statistics describe the last forward "
                                "pass")
         return self.last_routing, self.last_kept
+
+    def router_logits(self) -> Tensor:
+        """The last call's router logits, attached to its graph, for the auxiliary losses."""
+        self._last()
+        if self._router_logits is None:
+            raise RuntimeError("this copy has no router logits with a graph (copies leave them "
+                               "out): call the layer first")
+        return self._router_logits
 
     @property
     def dropped_fraction(self) -> float:
@@ -289,6 +334,10 @@ def hugging_face_twin(moe: MixtureOfExperts) -> nn.Module:
         from transformers import MixtralConfig
         from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
+        if moe.router.top_k == 1:
+            raise ValueError("Mixtral's top-1 renormalises its one weight to p / p = 1, which "
+                             "trains no router; this layer keeps the probability, so it has no "
+                             "Mixtral twin for top_k=1")
         if not moe.router.renormalize:
             raise ValueError("Mixtral renormalises the top-k weights: build with renormalize=True")
         # "eager": the experts' plain loop; inside a model transformers 5 would otherwise
@@ -401,9 +450,11 @@ def auxiliary_loss(model: nn.Module, balance_weight: float = 0.01,
                    z_weight: float = 0.001) -> Tensor:
     """The auxiliary losses of every MoE layer's last call: balance_weight times the
     load-balancing loss plus z_weight times the router z-loss (Switch's 0.01, ST-MoE's 0.001)."""
+    balance_weight = checks.as_float(balance_weight, "balance_weight", minimum=0.0)
+    z_weight = checks.as_float(z_weight, "z_weight", minimum=0.0)
     total = torch.zeros(())
     for layer in moe_layers(model):
-        logits = layer._last()[0].logits
+        logits = layer.router_logits()
         total = total + balance_weight * load_balancing_loss(logits, layer.router.top_k)
         total = total + z_weight * router_z_loss(logits)
     return total

@@ -1,7 +1,9 @@
 """Day 8: the router, the experts, the two dispatches, capacity, the auxiliary losses, the MoE
 layer against Hugging Face's Mixtral and Qwen2-MoE blocks, the MoE ViT, the cost formulas and
-the bad inputs. The notebook's experiment (three seeds) runs under nbval."""
+the bad inputs. The notebook's experiment (five seeds) runs under nbval."""
 
+import copy
+import io
 import math
 import warnings
 
@@ -18,6 +20,7 @@ from day08_mixture_of_experts import (
     MixtureOfExperts,
     Router,
     SwiGLUExpert,
+    auxiliary_loss,
     expert_capacity,
     expert_share,
     hugging_face_twin,
@@ -191,7 +194,7 @@ def test_the_dropped_fraction_needs_a_call_first():
 
 
 # ------------------------------------------------------------------ against Hugging Face's
-@pytest.mark.parametrize("top_k", [1, 2])
+@pytest.mark.parametrize("top_k", [2, 3])
 def test_equal_to_mixtrals_block_outputs_and_router_logits(top_k):
     ours = MixtureOfExperts(16, 24, num_experts=8, top_k=top_k)
     theirs = hugging_face_twin(ours)
@@ -429,6 +432,72 @@ def test_capacity_is_the_ceiling_of_the_factor_as_written():
     assert expert_capacity(100, 5, 1, 1.1) == 22
     assert expert_capacity(8, 4, 2, 1.25) == 5 and expert_capacity(10, 4, 2, 1.0) == 5
     assert expert_capacity(3, 2, 1, 1.0) == 2  # a true fraction still rounds up
+
+
+def test_a_huge_capacity_factor_keeps_everything_and_runs():
+    """No expert can take more than every token: the capacity stops there."""
+    assert expert_capacity(10, 2, 1, 1e308) == 10 and expert_capacity(10, 8, 2, 4.0) == 10
+    layer = MixtureOfExperts(8, 16, 4, 2, capacity_factor=1e308)
+    layer(torch.randn(6, 8))
+    assert layer.dropped_fraction == 0.0
+
+
+def test_a_trained_layer_copies_pickles_and_averages():
+    """The statistics keep no graph, and copies leave out the graph-held router logits."""
+    model = moe_vit(CONFIG, num_experts=4, top_k=2, d_expert=16)
+    optimizer = torch.optim.AdamW(model.parameters())
+    images, labels = torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    loss = nn.functional.cross_entropy(model(images), labels) + auxiliary_loss(model)
+    loss.backward()
+    optimizer.step()
+    for layer in moe_layers(model):
+        assert layer.last_routing.logits.grad_fn is None
+        assert layer.router_logits().grad_fn is not None  # the auxiliary losses' input
+    twin = copy.deepcopy(model)
+    torch.save(model, io.BytesIO())
+    averaged = torch.optim.swa_utils.AveragedModel(model)
+    averaged.update_parameters(model)
+    assert_close(twin(images), model(images))
+    for layer in moe_layers(twin):
+        assert layer.router_logits().grad_fn is not None  # filled again by the call above
+    copied = copy.deepcopy(moe_layers(model)[0])
+    assert_error_names(copied.router_logits, ["copies leave them out"], RuntimeError)
+
+
+def test_top_1_keeps_the_probability_so_the_task_trains_the_router():
+    router = Router(16, 4, top_k=1)
+    assert not router.renormalize and Router(16, 4, top_k=2).renormalize
+    layer = MixtureOfExperts(16, 8, 4, top_k=1)
+    layer(torch.randn(10, 16)).square().sum().backward()
+    assert layer.router.gate.weight.grad.abs().sum() > 0
+    assert_error_names(lambda: Router(16, 4, top_k=1, renormalize=True),
+                       ["renormalize=True", "top_k=1", "no gradient", "Switch"])
+    assert Router(16, 1, top_k=1, renormalize=True).renormalize  # one expert: weight 1 anyway
+    assert_error_names(lambda: hugging_face_twin(MixtureOfExperts(16, 8, 4, top_k=1)),
+                       ["top-1", "top_k=1"])
+
+
+def test_the_dispatch_is_checked_whenever_it_is_set():
+    layer = MixtureOfExperts(8, 16, 4, 2)
+    layer.dispatch = "naive"
+    assert_error_names(lambda: setattr(layer, "dispatch", "Sorted"), ["dispatch", "'Sorted'"])
+    layer.dispatch = "sorted"
+    layer.capacity_factor = 1.0
+    assert_error_names(lambda: setattr(layer, "dispatch", "naive"),
+                       ["dispatch='naive'", "capacity"])
+    assert layer.dispatch == "sorted"
+
+
+@pytest.mark.parametrize("weights, words, error", [
+    ((-1.0, 0.001), ["balance_weight", "-1.0"], ValueError),
+    ((0.01, float("nan")), ["z_weight", "nan"], ValueError),
+    ((float("inf"), 0.001), ["balance_weight", "inf"], ValueError),
+    ((True, 0.001), ["balance_weight", "bool"], TypeError),
+])
+def test_auxiliary_loss_weights_are_finite_non_negative_numbers(weights, words, error):
+    model = moe_vit(CONFIG, num_experts=4)
+    model(torch.randn(2, 1, 8, 8))
+    assert_error_names(lambda: auxiliary_loss(model, *weights), words, error)
 
 
 def test_mutual_information_of_small_integer_types_is_not_a_mask():
