@@ -35,8 +35,9 @@ class Router(nn.Module):
     """A linear gate, a softmax over the experts, the top k, and (optionally) their weights
     renormalised to sum to 1, as in Mixtral; by default for top_k >= 2 only, since a single
     weight renormalised is p / p = 1 and the task's loss would send the gate no gradient
-    (Switch Transformer's top-1 keeps the probability itself). `noisy` adds Shazeer et al.'s (2017) learned
-    Gaussian noise to the logits while training: H(x) = x W_g + N(0, 1) softplus(x W_noise)."""
+    (Switch Transformer's top-1 keeps the probability itself). `noisy` adds Shazeer et al.'s
+    (2017) learned Gaussian noise to the logits while training:
+    H(x) = x W_g + N(0, 1) softplus(x W_noise)."""
 
     def __init__(self, d_model: int, num_experts: int, top_k: int = 2,
                  renormalize: bool | None = None, noisy: bool = False):
@@ -46,8 +47,9 @@ class Router(nn.Module):
         self.top_k = checks.positive_int(top_k, "top_k")
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k must be at most num_experts={num_experts}, got {top_k}")
-        self.renormalize = checks.as_bool(self.top_k > 1 if renormalize is None else renormalize,
-                                          "renormalize")
+        if renormalize is None:
+            renormalize = self.top_k > 1
+        self.renormalize = checks.as_bool(renormalize, "renormalize")
         if self.renormalize and self.top_k == 1 and self.num_experts > 1:
             raise ValueError("renormalize=True with top_k=1 makes the one weight p / p = 1, so "
                              "the task's loss sends the router no gradient; top-1 routing keeps "
