@@ -10,13 +10,17 @@ out-of-memory rows, and the output files (JSON, CSV, plots, a text table).
   call creates, as they are created and freed (what the computation holds, without the
   allocator's own overhead).
 - A number that no run produced is never written: a row that failed says why ("OOM",
-  "unsupported", "error") and has no figures.
+  "unsupported", "error") and has no figures; NaN and infinities, which JSON cannot hold, are
+  written as null (JSON) and an empty cell (CSV).
 """
 
 import argparse
 import csv
 import gc
+import io
 import json
+import math
+import numbers
 import os
 import platform
 import statistics
@@ -30,6 +34,7 @@ from common import checks
 
 STATUSES = ("ok", "OOM", "unsupported", "error")
 MEASURED_DEVICES = ("cpu", "cuda")  # each is timed its own way: host clock, or CUDA events
+MAX_RUNS = 10_000  # time_cpu's most calls: enough for a steady median, and a bounded list
 
 
 def device_kind(device: str | torch.device) -> str:
@@ -57,12 +62,17 @@ def _cuda_index(device: str | torch.device) -> int:
 
 
 def time_cpu(run: Callable[[], object], min_seconds: float = 0.2, min_runs: int = 3) -> dict:
-    """Milliseconds of `run()` over at least `min_runs` calls and `min_seconds`:
+    """Milliseconds of `run()` over at least `min_runs` calls and `min_seconds`, but never more
+    than MAX_RUNS calls (a fast `run` stops there before `min_seconds`):
     {"ms": median, "ms_min": fastest, "ms_max": slowest}."""
+    run = checks.as_callable(run, "run")
     min_seconds = checks.as_float(min_seconds, "min_seconds", minimum=0.0)
     min_runs = checks.positive_int(min_runs, "min_runs")
+    if min_runs > MAX_RUNS:
+        raise ValueError(f"min_runs must be at most MAX_RUNS = {MAX_RUNS}, got {min_runs}")
     times, started = [], time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - started < min_seconds:
+    while len(times) < min_runs or (time.perf_counter() - started < min_seconds
+                                    and len(times) < MAX_RUNS):
         start = time.perf_counter()
         run()
         times.append(1000 * (time.perf_counter() - start))
@@ -79,9 +89,9 @@ def interleaved_minimum_ms(runs: dict[str, Callable[[], object]], rounds: int = 
     rounds = checks.positive_int(rounds, "rounds")
     if not isinstance(runs, dict) or not runs:
         raise TypeError(f"runs must be a non-empty dict of name -> callable, got {runs!r}")
-    for name, run in runs.items():
-        if not callable(run):
-            raise TypeError(f"runs[{name!r}] must be callable, got {run!r}")
+    for name, run in runs.items():  # all checked before any is called
+        checks.as_callable(run, f"runs[{name!r}]")
+    for run in runs.values():
         run()  # warm up: caches, lazy initialisation
     fastest = dict.fromkeys(runs, float("inf"))
     for _ in range(rounds):
@@ -179,9 +189,7 @@ def measure(run: Callable[[], object], device: str | torch.device,
     `device` ("cpu", "cuda", "cuda:1" or a torch.device) is where `run` computes; `reset()`
     runs after every call (for example, to clear gradients)."""
     kind = device_kind(device)
-    for name, function in (("run", run), ("reset", reset)):
-        if not callable(function):
-            raise TypeError(f"{name} must be callable, got {function!r}")
+    run, reset = checks.as_callable(run, "run"), checks.as_callable(reset, "reset")
     run()  # warm up: compilation, caches, lazy initialisation
     reset()
     if kind == "cpu":
@@ -246,30 +254,79 @@ def environment(device: str | torch.device) -> dict:
     return info
 
 
-def write_json(path: Path, payload: dict) -> Path:
-    """`payload` as indented JSON, written to a temporary file and then renamed, so that a
-    run stopped while writing leaves the previous complete file."""
+def _json_ready(value, where: str):
+    """`value` with NaN and infinities as None, tuples as lists and NumPy numbers as Python
+    ones; TypeError naming `where` (the key path, e.g. rows[3]["ms"]) for anything that JSON
+    cannot hold, instead of json's "Object of type Tensor is not JSON serializable"."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, list | tuple):
+        return [_json_ready(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str | int | float | bool | None):
+                raise TypeError(f"{where or 'payload'} has the key {checks.describe(key)}; "
+                                f"JSON holds str, int, float, bool or None keys")
+        return {key: _json_ready(item, f"{where}[{json.dumps(key)}]" if where else str(key))
+                for key, item in value.items()}
+    raise TypeError(f"{where} cannot be written as JSON: got {checks.describe(value)}; "
+                    f"expected None, a bool, a number, a str, or a list or dict of them")
+
+
+def _json_text(ready: dict) -> str:
+    # allow_nan=False: a guard, since _json_ready has already made every NaN a None
+    return json.dumps(ready, indent=1, allow_nan=False) + "\n"
+
+
+def _write_whole(path: Path, text: str) -> Path:
+    """`text` written to a temporary file and then renamed, so that a run stopped while
+    writing leaves the previous complete file, and a failed write leaves no temporary one."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=1) + "\n")
-    partial.replace(path)
+    try:
+        partial.write_text(text, newline="")  # as made: the CSV's own line ends, "\r\n"
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """`payload` as indented JSON, written whole or not at all (nothing is written when a
+    value cannot be). NaN and infinities are written as null, since JSON has no such
+    numbers: Day 7's check of a kernel that outputs NaN has the error NaN, and its file is
+    written before the failure is reported."""
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be a dict, got {checks.describe(payload)}")
+    return _write_whole(path, _json_text(_json_ready(payload, "")))
 
 
 def save_rows(rows: list[dict], metadata: dict, folder: Path, stem: str = "results"
               ) -> list[Path]:
-    """`stem`.json ({"metadata", "rows"}) and `stem`.csv (the rows) in `folder`."""
+    """`stem`.json ({"metadata", "rows"}) and `stem`.csv (the rows) in `folder`, as
+    `write_json` writes: both files are made before either is written, so that a value that
+    cannot be written leaves the previous files (and no folder) as they were."""
+    if not isinstance(rows, list | tuple):
+        raise TypeError(f"rows must be a list of dicts, got {checks.describe(rows)}")
     if not rows:
         raise ValueError("rows must hold at least one measurement, got none")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"rows[{i}] must be a dict, got {checks.describe(row)}")
+    ready = _json_ready({"metadata": metadata, "rows": rows}, "")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(ready["rows"])  # as in the JSON: NaN (None) as an empty cell
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    json_path = write_json(folder / f"{stem}.json", {"metadata": metadata, "rows": rows})
-    csv_path = folder / f"{stem}.csv"
-    with csv_path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
-    return [json_path, csv_path]
+    return [_write_whole(folder / f"{stem}.json", _json_text(ready)),
+            _write_whole(folder / f"{stem}.csv", table.getvalue())]
 
 
 def plot_panels(rows: list[dict], path: Path, quantity: str, label: str, x: str,

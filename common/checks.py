@@ -12,12 +12,15 @@ Each check returns the value converted to the plain Python type, so that callers
 
 import math
 import numbers
+import os
+from decimal import Decimal
 
 import torch
 from torch import Tensor
 
 
-def _describe(value) -> str:
+def describe(value) -> str:
+    """`value` as an error message shows it: its repr and type, or a tensor's shape and dtype."""
     return f"{value!r} ({type(value).__name__})" if not isinstance(value, Tensor) else (
         f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}")
 
@@ -25,7 +28,7 @@ def _describe(value) -> str:
 def as_int(value, name: str, minimum: int | None = None) -> int:
     """`value` as an int, if it is an int or a NumPy integer (not a bool) >= `minimum`."""
     if isinstance(value, bool | Tensor) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {_describe(value)}")
+        raise TypeError(f"{name} must be an int, got {describe(value)}")
     value = int(value)
     if minimum is not None and value < minimum:
         wanted = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
@@ -48,7 +51,7 @@ def as_float(value, name: str, minimum: float | None = None, maximum: float | No
     """`value` as a finite float, from an int, a float or a NumPy number (not a bool), within
     [minimum, maximum]; either end can be made exclusive."""
     if isinstance(value, bool | Tensor) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {_describe(value)}")
+        raise TypeError(f"{name} must be a number, got {describe(value)}")
     try:
         value = float(value)
     except OverflowError:  # an int too large for a float
@@ -75,7 +78,7 @@ def as_bool(value, name: str) -> bool:
         return value
     if type(value).__name__ == "bool" and type(value).__module__ == "numpy":  # np.bool_
         return bool(value)
-    raise TypeError(f"{name} must be a bool, got {_describe(value)}")
+    raise TypeError(f"{name} must be a bool, got {describe(value)}")
 
 
 def tensor(value, name: str, dims: int | tuple[int, ...] | None = None,
@@ -119,9 +122,53 @@ def like_weights(x: Tensor, weight: Tensor, owner: str, name: str = "x") -> None
                         f"weights, got {x.dtype} on {x.device}")
 
 
+def as_callable(value, name: str):
+    """`value`, if it can be called; checked before anything is run or timed."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {describe(value)}")
+    return value
+
+
 def model_builder(value, name: str = "build"):
     """`value` as a function that returns a new model (a class or a function), not a model."""
     if not callable(value) or isinstance(value, torch.nn.Module):
         raise TypeError(f"{name} must be a function that returns a new model, got "
                         f"{type(value).__name__}")
     return value
+
+
+def memory_limit_bytes() -> int:
+    """The most memory that a call may allocate (`affordable`): the machine's physical memory
+    (64 GiB where the system does not say), or a CUDA device's if larger and CUDA is in use.
+    A function, so that tests can replace it."""
+    try:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        limit = 64 * 2 ** 30
+    if torch.cuda.is_initialized():  # never initialise CUDA just to ask
+        limit = max([limit] + [torch.cuda.get_device_properties(i).total_memory
+                               for i in range(torch.cuda.device_count())])
+    return limit
+
+
+def affordable(elements: int, name: str, value, bytes_per_element: int = 4) -> None:
+    """Refuse, before allocating, an argument that would make a call allocate more memory than
+    this machine has. `elements` (a Python int of any size, so that no product overflows) of
+    `bytes_per_element` bytes each is the caller's estimate of what the call allocates; the
+    limit is `memory_limit_bytes()`, the physical memory, so that nothing is refused that
+    could have run. Beyond it an allocation could only fail after a long wait, swap, or get
+    the process killed by the system, with no error that names the argument. `name=value` is
+    what the message names: `affordable(4 * dim, "dim", dim)` with dim = 10**9 raises
+    ValueError("dim=1000000000 would allocate about 14.9 GiB, more than this machine's 8.0 GiB
+    of memory") on a machine with 8 GiB."""
+    elements = non_negative_int(elements, "elements")
+    needed = elements * positive_int(bytes_per_element, "bytes_per_element")
+    limit = memory_limit_bytes()
+    if needed > limit:
+        raise ValueError(f"{name}={value!r} would allocate about {_gib(needed)} GiB, more "
+                         f"than this machine's {_gib(limit)} GiB of memory")
+
+
+def _gib(size: int) -> str:
+    gib = Decimal(size) / 2 ** 30  # any int, however large: a float overflows beyond 1e308
+    return f"{gib:,.1f}" if gib < 10 ** 6 else f"{gib:.3g}"

@@ -47,6 +47,7 @@ class Router(nn.Module):
         self.top_k = checks.positive_int(top_k, "top_k")
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k must be at most num_experts={num_experts}, got {top_k}")
+        checks.affordable(2 * self.d_model * self.num_experts, "num_experts", num_experts)
         if renormalize is None:
             renormalize = self.top_k > 1
         self.renormalize = checks.as_bool(renormalize, "renormalize")
@@ -98,6 +99,8 @@ EXPERT_KINDS = ("swiglu", "gelu", "relu")
 def make_expert(kind: str, d_model: int, d_ff: int) -> nn.Module:
     """A SwiGLU expert (Mixtral), or Day 1's feed-forward network with GELU (Day 5's MLP) or
     ReLU (the original Transformer's)."""
+    d_model, d_ff = checks.positive_int(d_model, "d_model"), checks.positive_int(d_ff, "d_ff")
+    checks.affordable(3 * d_model * d_ff, "d_ff", d_ff)  # SwiGLU's three matrices, the most
     if kind == "swiglu":
         return SwiGLUExpert(d_model, d_ff)
     if kind in ("gelu", "relu"):
@@ -171,7 +174,47 @@ def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
         output.index_add_(0, token, expert(x[token]) * weights[assignments, None])
     return output, kept.view(top_k, tokens).t()
 
-DISPATCHES = ("sorted", "naive")
+
+def _stacked_expert_weights(experts: nn.ModuleList) -> tuple[str, list[Tensor]]:
+    """("swiglu", [w1, w3, w2]) or ("ffn", [W1, b1, W2, b2]): every expert's weights stacked
+    along a new first dimension, in autograd (their gradients reach the experts)."""
+    first = experts[0]
+    if all(isinstance(expert, SwiGLUExpert) for expert in experts):
+        names = ("w1", "w3", "w2")
+        return "swiglu", [torch.stack([getattr(e, n).weight for e in experts]) for n in names]
+    if all(isinstance(expert, PositionwiseFeedForward) for expert in experts):
+        return "ffn", [torch.stack([getattr(getattr(e, layer), part) for e in experts])
+                       for layer in ("linear1", "linear2") for part in ("weight", "bias")]
+    raise TypeError(f"the gathered dispatch stacks SwiGLUExpert or PositionwiseFeedForward "
+                    f"experts, got {type(first).__name__}")
+
+
+def gathered_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Tensor:
+    """Each (token, choice) assignment through its expert with that expert's weights gathered
+    from the stacked weights: fixed shapes (no host synchronisation; it compiles with
+    fullgraph=True and runs on the meta device) and the sorted dispatch's arithmetic, for a
+    copy of an expert's weights per assignment."""
+    checks.floating_tensor(x, "x", dims=2)
+    tokens, top_k = routing.experts.shape
+    if x.size(0) != tokens:
+        raise ValueError(f"x must hold the routing's {tokens} tokens, got {x.size(0)}")
+    kind, stacked = _stacked_expert_weights(experts)
+    token = torch.arange(tokens, device=x.device).repeat(top_k)  # assignment = choice * T + token
+    chosen = routing.experts.t().reshape(-1)
+    rows = x[token].unsqueeze(1)                                    # (kT, 1, d)
+    if kind == "swiglu":
+        w1, w3, w2 = (weight[chosen] for weight in stacked)        # (kT, d_ff, d), (kT, d, d_ff)
+        hidden = F.silu(rows @ w1.transpose(1, 2)) * (rows @ w3.transpose(1, 2))
+        out = hidden @ w2.transpose(1, 2)
+    else:
+        W1, b1, W2, b2 = (weight[chosen] for weight in stacked)
+        expert = experts[0]  # the activation and dropout, the same modules in every expert
+        hidden = expert.dropout(expert.activation(rows @ W1.transpose(1, 2) + b1.unsqueeze(1)))
+        out = hidden @ W2.transpose(1, 2) + b2.unsqueeze(1)
+    weights = routing.weights.t().reshape(-1, 1)
+    return torch.zeros_like(x).index_add(0, token, out.squeeze(1) * weights)
+
+DISPATCHES = ("sorted", "naive", "gathered")
 
 
 class MixtureOfExperts(nn.Module):
@@ -194,6 +237,9 @@ class MixtureOfExperts(nn.Module):
                  shared_expert_d_ff: int | None = None):
         super().__init__()
         self.router = Router(d_model, num_experts, top_k, renormalize, noisy)
+        # All the experts, before building the first: SwiGLU's three matrices, the most.
+        checks.affordable(3 * self.router.d_model * checks.positive_int(d_ff, "d_ff") * num_experts,
+                          "num_experts", num_experts)
         self.experts = nn.ModuleList(make_expert(expert, d_model, d_ff)
                                      for _ in range(num_experts))
         self.d_model, self._capacity_factor = d_model, None
@@ -214,8 +260,9 @@ class MixtureOfExperts(nn.Module):
                              f"{tuple(x.shape)}")
         tokens = x.reshape(-1, self.d_model)
         routing = self.router(tokens)
-        if self.dispatch == "naive":
-            output = naive_dispatch(tokens, self.experts, routing)
+        if self.dispatch != "sorted":
+            dispatch = naive_dispatch if self.dispatch == "naive" else gathered_dispatch
+            output = dispatch(tokens, self.experts, routing)
             kept = torch.ones_like(routing.experts, dtype=torch.bool)
         else:
             capacity = None if self.capacity_factor is None else expert_capacity(
@@ -236,7 +283,8 @@ class MixtureOfExperts(nn.Module):
 
     @property
     def dispatch(self) -> str:
-        """"sorted" or "naive"; it may be changed between calls, and is checked when it is."""
+        """"sorted", "naive" or "gathered"; it may be changed between calls, and is checked
+        when it is. Only "sorted" has a capacity; "gathered" compiles into one graph."""
         return self._dispatch
 
     @dispatch.setter
@@ -244,8 +292,8 @@ class MixtureOfExperts(nn.Module):
         if value not in DISPATCHES:
             raise ValueError(f"dispatch must be one of {DISPATCHES}, got {value!r}")
         if value != "sorted" and self.capacity_factor is not None:
-            raise ValueError(f"dispatch={value!r} runs every expert on every token, which "
-                             "ignores the capacity: set capacity_factor=None first")
+            raise ValueError(f"dispatch={value!r} has no capacity (only 'sorted' drops "
+                             "assignments): set capacity_factor=None first")
         self._dispatch = value
 
     @property
@@ -259,8 +307,9 @@ class MixtureOfExperts(nn.Module):
         if value is not None:
             value = checks.positive_float(value, "capacity_factor")
             if self.dispatch != "sorted":
-                raise ValueError("capacity_factor needs dispatch='sorted': the naive dispatch "
-                                 "runs every expert on every token")
+                raise ValueError(f"capacity_factor needs dispatch='sorted', got "
+                                 f"dispatch={self.dispatch!r}: only the sorted dispatch drops "
+                                 "assignments")
         self._capacity_factor = value
 
     def _last(self) -> tuple[Routing, Tensor]:
@@ -515,6 +564,8 @@ def mutual_information(first: Tensor, second: Tensor, first_values: int,
         if sample.min() < 0 or sample.max() >= values:
             raise ValueError(f"{name} must hold values from 0 to {name}_values - 1 = "
                              f"{values - 1}, got {sample.min().item()} to {sample.max().item()}")
+    checks.affordable(first_values * second_values, "first_values * second_values",
+                      first_values * second_values)
     joint = torch.zeros(first_values, second_values, device=first.device)
     # int64 indices: uint8 ones would index as a boolean mask
     joint.index_put_((first.long(), second.long()), torch.ones(len(first), device=first.device),

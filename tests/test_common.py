@@ -176,3 +176,56 @@ def test_like_weights_and_model_builder_name_what_they_expected():
     assert checks.model_builder(torch.nn.Linear) is torch.nn.Linear
     assert_error_names(lambda: checks.model_builder(torch.nn.Linear(2, 2)),
                        ["build", "function", "Linear"], TypeError)
+
+
+def test_as_callable_names_what_it_got():
+    assert checks.as_callable(len, "run") is len
+    assert_error_names(lambda: checks.as_callable(None, "run"),
+                       ["run", "callable", "None (NoneType)"], TypeError)
+
+
+@pytest.fixture
+def one_gib_machine(monkeypatch):
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2 ** 30)
+
+
+def test_affordable_refuses_more_than_the_memory_limit(one_gib_machine):
+    checks.affordable(2 ** 28, "d", 2 ** 28)  # 1 GiB of float32: exactly the limit
+    checks.affordable(2 ** 27, "d", 2 ** 27, bytes_per_element=8)
+    assert_error_names(lambda: checks.affordable(4 * 10 ** 9, "num_experts", 10 ** 9),
+                       ["num_experts=1000000000", "about 14.9 GiB", "1.0 GiB of memory"])
+    assert_error_names(lambda: checks.affordable(2 ** 28, "d", 2 ** 28, bytes_per_element=8),
+                       ["d=268435456", "2.0 GiB"])
+
+
+@pytest.mark.parametrize("elements, words", [
+    (10 ** 30, ["d_state=10000000", "3.73e+21 GiB"]),  # beyond int64
+    (10 ** 400, ["3.73e+391 GiB"])])  # beyond a float
+def test_affordable_takes_ints_of_any_size(one_gib_machine, elements, words):
+    assert_error_names(lambda: checks.affordable(elements, "d_state", 10 ** 7), words)
+
+
+def test_affordable_refuses_an_estimate_that_is_not_an_int(one_gib_machine):
+    for elements in (True, 1.5, -1):
+        with pytest.raises((TypeError, ValueError), match="elements"):
+            checks.affordable(elements, "d", 1)
+
+
+def test_the_memory_limit_is_the_physical_memory_or_64_gib(monkeypatch):
+    import os
+
+    pages = os.sysconf("SC_PHYS_PAGES")
+    assert checks.memory_limit_bytes() >= pages * os.sysconf("SC_PAGE_SIZE") > 0
+
+    def no_sysconf(name):
+        raise ValueError(f"unrecognized configuration name {name}")
+
+    monkeypatch.setattr(checks.os, "sysconf", no_sysconf)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert checks.memory_limit_bytes() == 64 * 2 ** 30
+    # CUDA in use: a device larger than the host's memory raises the limit.
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: type("Properties", (), {"total_memory": (i + 1) * 2 ** 40}))
+    assert checks.memory_limit_bytes() == 2 * 2 ** 40

@@ -3,11 +3,13 @@
 import argparse
 import contextlib
 import json
+import math
 
 import pytest
 import torch
 
 from common import benchmark as bench
+from common.testing import assert_error_names
 
 
 def test_cpu_timing_reports_the_spread_of_at_least_the_minimum_runs():
@@ -15,6 +17,33 @@ def test_cpu_timing_reports_the_spread_of_at_least_the_minimum_runs():
     timing = bench.time_cpu(lambda: calls.append(1), min_seconds=0.0, min_runs=5)
     assert len(calls) == 5
     assert 0 <= timing["ms_min"] <= timing["ms"] <= timing["ms_max"]
+
+
+def test_cpu_timing_stops_at_max_runs_and_refuses_more(monkeypatch):
+    calls = []
+
+    def run():
+        calls.append(1)
+        if len(calls) > bench.MAX_RUNS:
+            pytest.fail("time_cpu ran past MAX_RUNS")
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: 0.0)  # min_seconds never passes
+    bench.time_cpu(run, min_seconds=1.0, min_runs=1)
+    assert len(calls) == bench.MAX_RUNS == 10_000
+    calls.clear()
+    assert_error_names(lambda: bench.time_cpu(run, min_seconds=0, min_runs=10 ** 9),
+                       ["min_runs", "10000", "1000000000"])
+    assert not calls
+
+
+def test_timing_refuses_what_it_cannot_call_before_calling_anything():
+    assert_error_names(lambda: bench.time_cpu(None), ["run must be callable", "None"],
+                       TypeError)
+    calls = []
+    assert_error_names(lambda: bench.interleaved_minimum_ms({"a": lambda: calls.append(1),
+                                                             "b": None}),
+                       ["runs['b'] must be callable", "None"], TypeError)
+    assert not calls  # "a" was not warmed up before "b" was refused
 
 
 def test_measure_warms_up_resets_after_each_call_and_has_no_cpu_memory():
@@ -105,6 +134,60 @@ def test_rows_are_saved_as_json_and_csv(tmp_path):
     assert not list((tmp_path / "new").glob("*.partial"))
     with pytest.raises(ValueError, match="rows"):
         bench.save_rows([], {}, tmp_path)
+
+
+def strict_json(path):
+    """The file's JSON, refusing NaN and Infinity, which JSON does not have."""
+    return json.loads(path.read_text(), parse_constant=lambda word: pytest.fail(word))
+
+
+def test_nan_and_infinities_are_written_as_null_and_empty_cells(tmp_path):
+    rows = [{"method": "a", "ms": math.nan, "speedup": math.inf, "shape": (1, 2)},
+            {"method": "b", "ms": 1.5, "speedup": -math.inf, "shape": None}]
+    json_path, csv_path = bench.save_rows(rows, {"error": math.nan}, tmp_path)
+    assert strict_json(json_path) == {"metadata": {"error": None}, "rows": [
+        {"method": "a", "ms": None, "speedup": None, "shape": [1, 2]},
+        {"method": "b", "ms": 1.5, "speedup": None, "shape": None}]}
+    assert csv_path.read_text().splitlines()[1:] == ["a,,,\"[1, 2]\"", "b,1.5,,"]
+    path = bench.write_json(tmp_path / "check.json", {"checks": [{"error": math.nan}]})
+    assert strict_json(path) == {"checks": [{"error": None}]}
+
+
+@pytest.mark.parametrize("rows, metadata, words", [
+    ([{"ms": 1.0}, {"ms": 2.0}, {"ms": 3.0}, {"ms": torch.tensor(4.0)}], {},
+     ['rows[3]["ms"]', "tensor of shape ()"]),
+    ([{"ms": 1.0}], {"seeds": {1, 2}}, ['metadata["seeds"]', "{1, 2} (set)"]),
+    ([{"ms": 1.0}], {"by": {(1, 2): 3}}, ['metadata["by"]', "(1, 2) (tuple)"]),
+    ([{"ms": 1.0}, 2], {}, ["rows[1]", "2 (int)"]),
+])
+def test_a_value_json_cannot_hold_is_named_and_nothing_is_written(tmp_path, rows, metadata,
+                                                                   words):
+    folder = tmp_path / "new"
+    assert_error_names(lambda: bench.save_rows(rows, metadata, folder), words, TypeError)
+    assert not folder.exists()
+    bench.save_rows([{"ms": 1.0}], {}, tmp_path)
+    before = {path.name: path.read_text() for path in tmp_path.iterdir() if path.is_file()}
+    assert_error_names(lambda: bench.save_rows(rows, metadata, tmp_path), words, TypeError)
+    after = {path.name: path.read_text() for path in tmp_path.iterdir() if path.is_file()}
+    assert after == before  # the previous JSON and CSV, and no .partial file
+
+
+def test_write_json_names_the_key_path_and_keeps_the_previous_file(tmp_path):
+    path = bench.write_json(tmp_path / "sweep.json", {"runs": []})
+    assert_error_names(lambda: bench.write_json(path, {"runs": [{"seed": 0, "curve": {
+        "125": torch.ones(2)}}]}), ['runs[0]["curve"]["125"]', "tensor of shape (2,)"],
+                       TypeError)
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]
+    assert strict_json(path) == {"runs": []}
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path):
+    (tmp_path / "results.json").mkdir()  # a folder in the way: the rename fails
+    with pytest.raises(OSError):
+        bench.write_json(tmp_path / "results.json", {"a": 1})
+    assert [path.name for path in tmp_path.iterdir()] == ["results.json"]
+    assert_error_names(lambda: bench.write_json(tmp_path / "x.json", [1]),
+                       ["payload", "dict", "[1] (list)"], TypeError)
 
 
 def test_plots_skip_a_quantity_that_no_row_has(tmp_path):

@@ -11,6 +11,7 @@ from day01_transformer import MultiHeadAttention, scaled_dot_product_attention
 from day03_transformer_tests import Transformer, pad_sequences, padding_mask
 from day06_vit_head import DIGITS_VIT, ViT
 from day07_flash_attention import as_attention_function, tiled_attention
+from day08_mixture_of_experts import MixtureOfExperts, moe_vit
 
 ATTENTIONS = {"standard": scaled_dot_product_attention,
               "tiled": as_attention_function(tiled_attention)}
@@ -67,3 +68,18 @@ def test_compiled_transformer_still_refuses_token_ids_out_of_range():
     ids = torch.tensor([[3, 4, 12]])
     with pytest.raises(RuntimeError, match=r"source token ids must be in \[0, 12\)"):
         compiled(ids, ids)
+
+
+@pytest.mark.parametrize("expert", ["swiglu", "gelu"])
+def test_moe_layer_compiles_with_the_gathered_dispatch(expert):
+    """The sorted dispatch reads each expert's share on the host (a graph break); the gathered
+    one keeps every shape fixed."""
+    torch.manual_seed(0)
+    layer = MixtureOfExperts(16, 32, 8, 2, expert=expert, dispatch="gathered")
+    assert_compiled_equal(layer, torch.randn(2, 5, 16))
+
+
+def test_moe_vit_compiles_with_the_gathered_dispatch():
+    torch.manual_seed(0)
+    model = moe_vit({**DIGITS_VIT, "num_layers": 2}, num_experts=4, dispatch="gathered")
+    assert_compiled_equal(model, torch.randn(2, 1, 8, 8))

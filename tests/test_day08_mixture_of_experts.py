@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from common import checks
 from common.benchmark import counted_flops
 from common.testing import assert_error_names
 from day05_vit_encoder import ViTBlock
@@ -23,6 +24,7 @@ from day08_mixture_of_experts import (
     auxiliary_loss,
     expert_capacity,
     expert_share,
+    gathered_dispatch,
     hugging_face_twin,
     load_balancing_loss,
     make_expert,
@@ -118,6 +120,28 @@ def test_all_experts_without_renormalisation_is_the_soft_mixture():
     routing = router(x)
     mixture = sum(routing.probabilities[:, [i]] * experts[i](x) for i in range(5))
     assert_close(sorted_dispatch(x, experts, routing)[0], mixture)
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["swiglu", "gelu", "relu"])
+def test_gathered_dispatch_equals_the_sorted_one_in_outputs_and_gradients(top_k, kind):
+    router = Router(16, 6, top_k)
+    experts = nn.ModuleList(make_expert(kind, 16, 12) for _ in range(6))
+    x = torch.randn(25, 16)
+    gathered = outputs_and_gradients(gathered_dispatch, x, router, experts)
+    for ours, theirs in zip(gathered, outputs_and_gradients(sorted_dispatch, x, router, experts),
+                            strict=True):
+        assert_close(ours, theirs)
+
+
+def test_gathered_dispatch_refuses_experts_it_cannot_stack_and_a_capacity():
+    router, x = Router(8, 2, 1), torch.randn(3, 8)
+    experts = nn.ModuleList(nn.Linear(8, 8) for _ in range(2))
+    assert_error_names(lambda: gathered_dispatch(x, experts, router(x)),
+                       ["SwiGLUExpert", "PositionwiseFeedForward", "Linear"], TypeError)
+    assert_error_names(lambda: MixtureOfExperts(8, 16, 4, 2, dispatch="gathered",
+                                                capacity_factor=1.0),
+                       ["dispatch='gathered'", "capacity"])
 
 
 def test_an_expert_that_no_token_chose_is_skipped():
@@ -505,3 +529,17 @@ def test_mutual_information_of_small_integer_types_is_not_a_mask():
     for dtype in (torch.uint8, torch.int8, torch.int32, torch.int64):
         same = torch.tensor([0, 1], dtype=dtype)
         assert abs(mutual_information(same, same, 2, 2) - math.log(2)) < 1e-6
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda: Router(4, 10**9), "num_experts"),
+    (lambda: MixtureOfExperts(4, 8, num_experts=10**9), "num_experts"),
+    (lambda: make_expert("swiglu", 4, 10**9), "d_ff"),
+    (lambda: mutual_information(torch.tensor([0]), torch.tensor([0]), 10**6, 10**6),
+     "first_values * second_values"),
+])
+def test_sizes_beyond_the_memory_are_refused_before_allocating(build, name, monkeypatch):
+    """One rule, checks.affordable: an estimate of the bytes against the machine's memory
+    (here pretended to be 1 GiB, so that the test means the same on every machine)."""
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
+    assert_error_names(build, [name, "GiB", "more than this machine's 1.0 GiB"])
