@@ -4,6 +4,7 @@
 """Mamba: the selective state-space model, from the continuous system to a small language
 model, with the Transformer of Days 1 to 3 as a language model to race against it."""
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -140,6 +141,9 @@ class MambaBlock(nn.Module):
             raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
         self.scan = scan
         E, N = self.d_inner, self.d_state
+        # x_proj (E by dt_rank + 2N) and A_log (E by N) grow with the state; the rest with E.
+        checks.affordable(E * (self.dt_rank + 3 * N + 3 * d_model + self.d_conv + 4), "d_state",
+                          d_state)
         self.in_proj = nn.Linear(d_model, 2 * E, bias=False)
         self.conv1d = nn.Conv1d(E, E, self.d_conv, groups=E, padding=self.d_conv - 1)
         # A = -exp(A_log) = -(1, 2, ..., N) in every channel (S4D-real), D = 1.
@@ -199,6 +203,7 @@ class MambaBlock(nn.Module):
             if not isinstance(got, Tensor) or tuple(got.shape) != shape:
                 found = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
                 raise ValueError(f"state.{name} must be {shape} for batch {batch}, got {found}")
+            checks.like_weights(got, self.in_proj.weight, "block", f"state.{name}")
         return state
 
     def forward(self, x: Tensor, state: MambaState | None = None,
@@ -250,6 +255,7 @@ def convolution_kernel(block: MambaBlock, length: int) -> Tensor:
         raise ValueError("convolution_kernel needs a block with selective=False: a selective "
                          "SSM has a different kernel at every position")
     length = checks.positive_int(length, "length")
+    checks.affordable(2 * block.d_inner * block.d_state * length, "length", length)  # powers
     delta = F.softplus(block.dt_bias)                           # (E,)
     A_bar, B_bar = discretize(delta, -torch.exp(block.A_log), block.B)   # (E, N)
     powers = A_bar.unsqueeze(-1) ** torch.arange(length, dtype=A_bar.dtype)  # (E, N, length)
@@ -405,6 +411,9 @@ def selective_copying(batch: int, length: int = 28, memorize: int = 4, vocab: in
     batch, length = checks.positive_int(batch, "batch"), checks.positive_int(length, "length")
     memorize, vocab = checks.positive_int(memorize, "memorize"), checks.positive_int(vocab,
                                                                                      "vocab")
+    # int64 inputs, and a float of random order for each of `length` places
+    checks.affordable(batch * (length + memorize) + batch * length, "length", length,
+                      bytes_per_element=8)
     if memorize > length:
         raise ValueError(f"memorize must be at most length={length}, got {memorize}")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -430,6 +439,9 @@ class TransformerLM(nn.Module):
         from day01_transformer import PositionalEncoding
         from day02_encoder_decoder import Encoder
 
+        # The sinusoidal table is max_len by d_model, however short the sequences.
+        checks.affordable(checks.positive_int(max_len, "max_len") * checks.positive_int(
+            d_model, "d_model"), "max_len", max_len)
         self.embedding = nn.Embedding(checks.positive_int(vocab_size, "vocab_size"), d_model)
         self.positions = PositionalEncoding(d_model, max_len)
         self.encoder = Encoder(num_layers, d_model, num_heads, d_ff, dropout=0.0,
@@ -444,53 +456,96 @@ class TransformerLM(nn.Module):
         return self.lm_head(self.encoder(x, causal=True))
 
 
+# The three models of the experiment: 2 layers of width 16, vocabulary 6 (noise, marker and 4
+# kinds of data token). The sweep and the notebook build them from here.
+COPYING_MODELS = {
+    "Mamba": lambda: MambaLM(6, 16, 2, d_state=8),
+    "time-invariant": lambda: MambaLM(6, 16, 2, d_state=8, selective=False),
+    "Transformer": lambda: TransformerLM(6, 16, num_layers=2, num_heads=4, d_ff=48),
+}
+
+
 @dataclass
 class CopyingRun:
-    """A model trained on selective copying, and how it does on fresh sequences."""
+    """A model trained on selective copying, and how it does on sequences it has not seen."""
     model: nn.Module
-    token_accuracy: float     # the fraction of data tokens copied right
-    sequence_accuracy: float  # the fraction of sequences copied whole
-    seconds: float            # wall-clock time of the training loop
+    curve: dict[int, float]   # step -> the fraction of data tokens copied right after it
+    token_accuracy: float     # the same after the last step
+    sequence_accuracy: float  # the fraction of sequences copied whole after the last step
 
 
-def train_copying(build, steps: int = 400, batch: int = 16, learning_rate: float = 1e-2,
+def train_copying(build, steps: int = 500, batch: int = 16, learning_rate: float = 1e-2,
                   seed: int = 0, length: int = 30, memorize: int = 2, vocab: int = 4,
-                  test_sequences: int = 512) -> CopyingRun:
+                  test_sequences: int = 512, evaluate_at=(),
+                  warmup_steps: int = 50) -> CopyingRun:
     """Seed, build a language model (`build()`), and train it on fresh selective-copying
-    batches with AdamW and a one-cycle schedule, the loss on the marker positions only; then
-    test it on `test_sequences` sequences it has not seen."""
-    import time
-
+    batches with AdamW, the loss on the marker positions only. The rate rises linearly over
+    `warmup_steps` and then stays constant, so that the model after s steps is the one a
+    run of s steps would give: one run measures the whole learning curve, on the same
+    `test_sequences` unseen sequences after each step in `evaluate_at` and after the last."""
     checks.model_builder(build)
-    steps = checks.positive_int(steps, "steps")
+    steps, batch = checks.positive_int(steps, "steps"), checks.positive_int(batch, "batch")
     learning_rate = checks.positive_float(learning_rate, "learning_rate")
     seed = checks.non_negative_int(seed, "seed")
     test_sequences = checks.positive_int(test_sequences, "test_sequences")
+    warmup_steps = checks.non_negative_int(warmup_steps, "warmup_steps")
+    if isinstance(evaluate_at, int | str) or not hasattr(evaluate_at, "__iter__"):
+        raise TypeError(f"evaluate_at must be a list of steps, got {evaluate_at!r}")
+    evaluate_at = sorted({*(checks.positive_int(step, "evaluate_at") for step in evaluate_at),
+                          steps})
+    if evaluate_at[-1] > steps:
+        raise ValueError(f"evaluate_at must name steps from 1 to steps={steps}, got "
+                         f"{evaluate_at[-1]}")
+    test_inputs, test_targets = selective_copying(test_sequences, length, memorize, vocab,
+                                                  torch.Generator().manual_seed(10_000 + seed))
     torch.manual_seed(seed)
     model = build()
     if not isinstance(model, nn.Module):
         raise TypeError(f"build must return a model (an nn.Module), got {type(model).__name__}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    # A one-cycle schedule needs a warm-up of at least a step; shorter runs keep the rate.
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, learning_rate, total_steps=steps, pct_start=0.1) if steps >= 20 else None
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(warmup_steps, 1)))
     data = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    model.train()
-    for _ in range(steps):
+    curve = {}
+    for step in range(1, steps + 1):
+        model.train()
         inputs, targets = selective_copying(batch, length, memorize, vocab, data)
         logits = model(inputs)[:, -memorize:]
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if schedule is not None:
-            schedule.step()
-    seconds = time.perf_counter() - start
-    model.eval()
-    inputs, targets = selective_copying(test_sequences, length, memorize, vocab,
-                                        torch.Generator().manual_seed(10_000 + seed))
-    with torch.no_grad():
-        correct = model(inputs)[:, -memorize:].argmax(-1) == targets
-    return CopyingRun(model, correct.float().mean().item(), correct.all(-1).float().mean().item(),
-                      seconds)
+        schedule.step()
+        if step in evaluate_at:
+            model.eval()
+            with torch.no_grad():
+                correct = model(test_inputs)[:, -memorize:].argmax(-1) == test_targets
+            curve[step] = correct.float().mean().item()
+    return CopyingRun(model, curve, curve[steps], correct.all(-1).float().mean().item())
+
+
+@contextmanager
+def recording_selection(model: nn.Module):
+    """Inside the `with`, every MambaBlock of `model` appends the (delta, B, C) of each call to
+    the yielded list, in call order: what the blocks selected, for inspection."""
+    records, blocks = [], [module for module in model.modules() if isinstance(module, MambaBlock)]
+    for block in blocks:
+        def record(u, original=block.selection):
+            selected = original(u)
+            records.append(tuple(tensor.detach() for tensor in selected))
+            return selected
+        block.selection = record  # an instance attribute, in front of the method
+    try:
+        yield records
+    finally:
+        for block in blocks:
+            del block.selection
+
+
+def delta_by_token(model: nn.Module, inputs: Tensor) -> list[Tensor]:
+    """For each MambaBlock of `model` run on selective-copying `inputs`: (2, E), each
+    channel's mean delta on the data tokens (row 0) and on the noise tokens (row 1)."""
+    data, noise = inputs > MARKER, inputs == NOISE
+    with torch.no_grad(), recording_selection(model) as records:
+        model(inputs)
+    return [torch.stack([delta[data].mean(0), delta[noise].mean(0)]) for delta, _, _ in records]

@@ -12,6 +12,7 @@ from day03_transformer_tests import Transformer, pad_sequences, padding_mask
 from day06_vit_head import DIGITS_VIT, ViT
 from day07_flash_attention import as_attention_function, tiled_attention
 from day08_mixture_of_experts import MixtureOfExperts, moe_vit
+from day09_mamba import MambaLM
 
 ATTENTIONS = {"standard": scaled_dot_product_attention,
               "tiled": as_attention_function(tiled_attention)}
@@ -83,3 +84,20 @@ def test_moe_vit_compiles_with_the_gathered_dispatch():
     torch.manual_seed(0)
     model = moe_vit({**DIGITS_VIT, "num_layers": 2}, num_experts=4, dispatch="gathered")
     assert_compiled_equal(model, torch.randn(2, 1, 8, 8))
+
+
+@pytest.mark.parametrize("scan", ["sequential", "associative"])
+def test_mamba_compiles_and_a_new_length_compiles_again(scan):
+    """Both scans loop in Python over the length (L steps, or log2 L levels): torch.compile
+    unrolls the loop, so the graph grows with the length and another length is another graph
+    (unless the length is marked dynamic). The Day 9 notebook says so."""
+    torch.manual_seed(0)
+    model = MambaLM(vocab_size=8, d_model=8, num_layers=1, d_state=4, scan=scan)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    tokens = torch.randint(0, 8, (2, 6))
+    assert_close(compiled(tokens), model(tokens))
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    compiled(torch.randint(0, 8, (2, 6)))  # the same length: the same graph
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == before
+    compiled(torch.randint(0, 8, (2, 9)))  # another length: compiled again
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == before + 1

@@ -1,7 +1,9 @@
 """Day 9: the discretisation, the scans, the block against Hugging Face's MambaMixer, the
 language model against MambaForCausalLM, the S4 view, the task and the bad inputs. The
-notebook's experiment (three seeds) and cost measurements run under nbval."""
+notebook's experiment (a committed sweep over ten seeds, and one seed trained again) and
+cost measurements run under nbval; the sweep's command runs here on a tiny setting."""
 
+import json
 import warnings
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from common import checks
 from common.testing import assert_error_names
 from day09_mamba import (
     MARKER,
@@ -19,6 +22,7 @@ from day09_mamba import (
     TransformerLM,
     associative_scan,
     convolution_kernel,
+    copying_sweep,
     discretize,
     hugging_face_lm,
     hugging_face_mixer,
@@ -27,6 +31,7 @@ from day09_mamba import (
     ssd_matrix_form,
     train_copying,
 )
+from day09_mamba.mamba import COPYING_MODELS, NOISE, delta_by_token, recording_selection
 
 with warnings.catch_warnings():  # transformers' import of tqdm.auto may warn; harmless
     warnings.simplefilter("ignore")
@@ -296,6 +301,75 @@ def test_a_short_training_run_repeats():
 ])
 def test_bad_inputs_found_in_review_name_the_argument(call, words, error):
     assert_error_names(call, words, error)
+
+
+def test_one_run_gives_the_learning_curve_of_shorter_runs():
+    """After the warm-up the rate is constant: the model after 8 steps of a 12-step run is the
+    model of an 8-step run, so the curve's point is that run's accuracy."""
+    def build():
+        return MambaLM(6, 8, 1, d_state=4)
+
+    long = train_copying(build, steps=12, seed=1, test_sequences=64, evaluate_at=[8, 4],
+                         warmup_steps=3)
+    short = train_copying(build, steps=8, seed=1, test_sequences=64, warmup_steps=3)
+    assert list(long.curve) == [4, 8, 12] and long.curve[12] == long.token_accuracy
+    assert long.curve[8] == short.token_accuracy
+    assert_error_names(lambda: train_copying(build, steps=5, evaluate_at=[6]),
+                       ["evaluate_at", "steps=5", "6"])
+    assert_error_names(lambda: train_copying(build, steps=5, evaluate_at=5),
+                       ["evaluate_at", "list"], TypeError)
+
+
+def test_recorded_selection_is_what_the_blocks_computed_and_then_forgotten():
+    model = MambaLM(6, 8, 2, d_state=4)
+    inputs, _ = selective_copying(3, length=10, memorize=2)
+    with recording_selection(model) as records:
+        logits = model(inputs)
+    assert len(records) == 2 and all(delta.shape == (3, 12, 16) for delta, _, _ in records)
+    assert_close(model(inputs), logits)  # recording changed nothing
+    assert "selection" not in vars(model.layers[0].mixer)  # the method shows again
+    means = delta_by_token(model, inputs)
+    data, noise = inputs > MARKER, inputs == NOISE
+    assert_close(means[1][0], records[1][0][data].mean(0))
+    assert_close(means[1][1], records[1][0][noise].mean(0))
+
+
+def test_the_sweep_command_writes_every_run_and_delta_for_mamba(tmp_path):
+    output = tmp_path / "sweep.json"
+    copying_sweep.main(["--seeds", "0-1", "--steps", "2", "3", "--learning-rates", "0.01",
+                        "--models", "Mamba", "Transformer", "--output", str(output)])
+    sweep = json.loads(output.read_text())
+    assert sweep["setting"]["steps"] == [2, 3] and sweep["environment"]["device"] == "cpu"
+    runs = {(run["model"], run["seed"]): run for run in sweep["runs"]}
+    assert set(runs) == {(name, seed) for name in ("Mamba", "Transformer") for seed in (0, 1)}
+    assert all(set(run["curve"]) == {"2", "3"} for run in runs.values())
+    mamba = runs["Mamba", 0]["delta_data_over_noise"]
+    assert len(mamba) == 2 and len(mamba[0]) == 32  # layers, then channels (E = 2 * 16)
+    assert "delta_data_over_noise" not in runs["Transformer", 0]
+    assert set(COPYING_MODELS) == {"Mamba", "time-invariant", "Transformer"}
+    for bad in (["--seeds", "x"], ["--learning-rates", "2"], ["--models", "GPT"]):
+        with pytest.raises(SystemExit):
+            copying_sweep.main([*bad, "--output", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda: MambaBlock(8, d_state=10**7), "d_state"),
+    (lambda: convolution_kernel(MambaBlock(8, selective=False), 10**9), "length"),
+    (lambda: selective_copying(2, length=10**9), "length"),
+    (lambda: TransformerLM(6, 16, 1, 4, 32, max_len=10**9), "max_len"),
+])
+def test_sizes_beyond_the_memory_are_refused_before_allocating(build, name, monkeypatch):
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)  # the same everywhere
+    assert_error_names(build, [name, "GiB", "more than this machine's 1.0 GiB"])
+
+
+def test_a_state_of_another_dtype_is_named():
+    block = MambaBlock(8)
+    state = block.initial_state(1)
+    state.ssm = state.ssm.double()
+    assert_error_names(lambda: block(torch.randn(1, 3, 8), state),
+                       ["state.ssm", "torch.float32", "torch.float64"], TypeError)
 
 
 def test_an_empty_sequence_changes_nothing_and_a_short_run_keeps_its_rate():
