@@ -202,17 +202,16 @@ def test_flags_and_rates_are_not_truthy_strings():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_without_mixup_the_vit_stays_below_97_percent(seed):
-    """The mixup ablation the notebook cites: without it, the ViT stays below the 97% that
-    the notebook's run with mixup passes, and below logistic regression on the pixels."""
+def test_without_mixup_the_vit_falls_below_logistic_regression(seed):
+    """The mixup ablation the notebook cites: without mixup the ViT falls below logistic
+    regression on the pixels (with it, the notebook's run is at about that floor)."""
     from sklearn.linear_model import LogisticRegression
 
     x_train, y_train, x_test, y_test = load_digits_split()
     logistic = LogisticRegression(max_iter=2000).fit(x_train.flatten(1).numpy(),
                                                      y_train.numpy())
-    run = train_digits(mixup=0, seed=seed, num_threads=1)
-    assert run.test_accuracy < 0.97
-    assert run.test_accuracy < logistic.score(x_test.flatten(1).numpy(), y_test.numpy())
+    without = train_digits(mixup=0, seed=seed, num_threads=1)
+    assert without.test_accuracy < logistic.score(x_test.flatten(1).numpy(), y_test.numpy())
 
 
 def test_attention_rollout_multiplies_the_blocks_with_the_residual_added():
