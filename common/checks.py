@@ -137,6 +137,21 @@ def model_builder(value, name: str = "build"):
     return value
 
 
+def built_model(value, name: str = "build"):
+    """`value`, what a model builder returned, if it is a model (an nn.Module)."""
+    if not isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name} must return a model (an nn.Module), got "
+                        f"{type(value).__name__}")
+    return value
+
+
+def module(value, name: str, kind: type = torch.nn.Module):
+    """`value`, if it is an instance of `kind` (by default any nn.Module)."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
 def memory_limit_bytes() -> int:
     """The most memory that a call may allocate (`affordable`): the machine's physical memory
     (64 GiB where the system does not say), or a CUDA device's if larger and CUDA is in use.

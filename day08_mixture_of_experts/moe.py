@@ -85,11 +85,17 @@ class SwiGLUExpert(nn.Module):
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
         d_model, d_ff = checks.positive_int(d_model, "d_model"), checks.positive_int(d_ff, "d_ff")
+        self.d_model = d_model
         self.w1 = nn.Linear(d_model, d_ff, bias=False)
         self.w3 = nn.Linear(d_model, d_ff, bias=False)
         self.w2 = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        checks.floating_tensor(x, "x")
+        if x.dim() == 0 or x.size(-1) != self.d_model:
+            raise ValueError(f"x must have last dimension d_model={self.d_model}, got shape "
+                             f"{tuple(x.shape)}")
+        checks.like_weights(x, self.w1.weight, "expert")
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
@@ -115,9 +121,31 @@ def dense_gates(routing: Routing, num_experts: int) -> Tensor:
     return gates.scatter(1, routing.experts, routing.weights)
 
 
+def check_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> None:
+    """What every dispatch needs: tokens x (tokens, d) of the experts' dtype and device, a
+    Routing for as many tokens, and experts in an nn.ModuleList. Only shapes, dtypes and
+    devices are read, never values, so that a compiled dispatch stays one graph."""
+    checks.floating_tensor(x, "x", dims=2)
+    checks.module(routing, "routing", Routing)
+    checks.module(experts, "experts", nn.ModuleList)
+    if len(experts) == 0:
+        raise ValueError("experts must hold at least one expert, got none")
+    tokens = routing.experts.size(0)
+    if x.size(0) != tokens:
+        raise ValueError(f"x must hold the routing's {tokens} tokens, got {x.size(0)}")
+    for index, expert in enumerate(experts):
+        weight = next(expert.parameters(), None)
+        if weight is not None:
+            checks.like_weights(x, weight, f"expert {index}")
+
+
 def naive_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Tensor:
     """Every expert on every token, each output multiplied by the token's gate for that
     expert (0 for the experts not chosen): simple, and num_experts / top_k times the work."""
+    check_dispatch(x, experts, routing)
+    if routing.experts.max() >= len(experts):
+        raise ValueError(f"routing chose expert {routing.experts.max().item()}, but there are "
+                         f"{len(experts)} experts")
     gates = dense_gates(routing, len(experts))
     outputs = torch.stack([expert(x) for expert in experts], dim=1)  # (tokens, experts, d)
     return (gates.unsqueeze(-1) * outputs).sum(1)
@@ -145,10 +173,8 @@ def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
     its first `capacity` assignments, first choices before second ones, each in token order
     (GShard, section 2.2); the rest are dropped. Returns (output, kept): kept is (tokens,
     top_k), False where an assignment was dropped."""
-    checks.floating_tensor(x, "x", dims=2)
+    check_dispatch(x, experts, routing)
     tokens, top_k = routing.experts.shape
-    if x.size(0) != tokens:
-        raise ValueError(f"x must hold the routing's {tokens} tokens, got {x.size(0)}")
     if capacity is not None:
         capacity = checks.non_negative_int(capacity, "capacity")
     # Assignment a = choice * tokens + token: a stable sort by expert keeps, within each
@@ -194,10 +220,8 @@ def gathered_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Te
     from the stacked weights: fixed shapes (no host synchronisation; it compiles with
     fullgraph=True and runs on the meta device) and the sorted dispatch's arithmetic, for a
     copy of an expert's weights per assignment."""
-    checks.floating_tensor(x, "x", dims=2)
+    check_dispatch(x, experts, routing)
     tokens, top_k = routing.experts.shape
-    if x.size(0) != tokens:
-        raise ValueError(f"x must hold the routing's {tokens} tokens, got {x.size(0)}")
     kind, stacked = _stacked_expert_weights(experts)
     token = torch.arange(tokens, device=x.device).repeat(top_k)  # assignment = choice * T + token
     chosen = routing.experts.t().reshape(-1)
@@ -247,6 +271,7 @@ class MixtureOfExperts(nn.Module):
         self.capacity_factor = capacity_factor
         self.shared_expert = self.shared_expert_gate = None
         if shared_expert_d_ff is not None:
+            shared_expert_d_ff = checks.positive_int(shared_expert_d_ff, "shared_expert_d_ff")
             self.shared_expert = SwiGLUExpert(d_model, shared_expert_d_ff)
             self.shared_expert_gate = nn.Linear(d_model, 1, bias=False)
         self.last_routing: Routing | None = None
@@ -473,6 +498,15 @@ def moe_vit(config: dict, num_experts: int = 8, top_k: int = 2, d_expert: int | 
         raise ValueError("config must be a dict of ViT arguments with d_model and d_mlp, got "
                          f"{config!r}")
     top_k = checks.positive_int(top_k, "top_k")
+    num_experts = checks.positive_int(num_experts, "num_experts")
+    if top_k > num_experts:
+        raise ValueError(f"top_k must be at most num_experts={num_experts}, got {top_k}")
+    if d_expert is None:
+        d_expert = checks.positive_int(config["d_mlp"], "config['d_mlp']") // top_k
+        if d_expert == 0:
+            raise ValueError(f"d_expert defaults to d_mlp // top_k = {config['d_mlp']} // "
+                             f"{top_k} = 0: give d_expert, or a d_mlp of at least top_k")
+    d_expert = checks.positive_int(d_expert, "d_expert")
     model = ViT(**config)
     blocks = model.encoder.blocks
     if moe_blocks is None:
@@ -484,16 +518,15 @@ def moe_vit(config: dict, num_experts: int = 8, top_k: int = 2, d_expert: int | 
         if not 0 <= index < len(blocks):
             raise ValueError(f"moe_blocks must be block indices from 0 to {len(blocks) - 1}, "
                              f"got {index}")
-    d_model, d_mlp = config["d_model"], config["d_mlp"]
-    d_expert = d_mlp // top_k if d_expert is None else d_expert
     for index in moe_blocks:
-        blocks[index].mlp = MixtureOfExperts(d_model, d_expert, num_experts, top_k,
+        blocks[index].mlp = MixtureOfExperts(config["d_model"], d_expert, num_experts, top_k,
                                              **{"expert": "gelu", **moe_options})
     return model
 
 
 def moe_layers(model: nn.Module) -> list[MixtureOfExperts]:
     """Every MixtureOfExperts inside `model`, in order."""
+    checks.module(model, "model")
     return [module for module in model.modules() if isinstance(module, MixtureOfExperts)]
 
 
@@ -515,7 +548,7 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     """(total, active): all of `model`'s parameters, and those one token uses, which leave
     out the num_experts - top_k experts that each MoE layer does not run for it (the router,
     noise included, is active)."""
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(p.numel() for p in checks.module(model, "model").parameters())
     idle = 0
     for layer in moe_layers(model):
         sizes = {sum(p.numel() for p in expert.parameters()) for expert in layer.experts}
@@ -528,7 +561,7 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 def expert_share(layer: MixtureOfExperts) -> Tensor:
     """(num_experts,): the fraction of the last call's kept assignments that each expert took."""
-    routing, kept = layer._last()
+    routing, kept = checks.module(layer, "layer", MixtureOfExperts)._last()
     chosen = routing.experts[kept]
     return torch.bincount(chosen, minlength=len(layer.experts)).float() / max(len(chosen), 1)
 
@@ -603,7 +636,7 @@ def train_moe_digits(build, epochs: int = 10, batch_size: int = 64,
     seed = checks.non_negative_int(seed, "seed")
     x_train, y_train, x_test, y_test = load_digits_split()
     torch.manual_seed(seed)
-    model = build()
+    model = checks.built_model(build())
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.05)
     steps = epochs * math.ceil(len(y_train) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps,

@@ -22,9 +22,14 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "mamba") -> tu
     Mamba's code computes: the same A_bar, and B_bar = delta B, its first-order approximation."""
     if method not in ("zoh", "mamba"):
         raise ValueError(f"method must be 'zoh' or 'mamba', got {method!r}")
+    for name, tensor in (("delta", delta), ("A", A), ("B", B)):
+        checks.floating_tensor(tensor, name)
     if A.dim() != 2 or B.dim() == 0 or B.size(-1) != A.size(-1):
         raise ValueError(f"A must be (E, N) and B (..., N) with the same state size N, got "
                          f"shapes {tuple(A.shape)} and {tuple(B.shape)}")
+    if delta.dim() == 0 or delta.size(-1) != A.size(0):
+        raise ValueError(f"delta must be (..., E) with A's E={A.size(0)} channels, got shape "
+                         f"{tuple(delta.shape)}")
     delta_A = delta.unsqueeze(-1) * A                       # (..., E, N)
     A_bar = torch.exp(delta_A)
     if method == "zoh":  # (exp(dA) - 1) / A * B, entry by entry; its limit delta B at A = 0
@@ -499,9 +504,7 @@ def train_copying(build, steps: int = 500, batch: int = 16, learning_rate: float
     test_inputs, test_targets = selective_copying(test_sequences, length, memorize, vocab,
                                                   torch.Generator().manual_seed(10_000 + seed))
     torch.manual_seed(seed)
-    model = build()
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"build must return a model (an nn.Module), got {type(model).__name__}")
+    model = checks.built_model(build())
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(warmup_steps, 1)))

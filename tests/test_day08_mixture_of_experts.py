@@ -20,6 +20,7 @@ from day06_vit_head import ViT
 from day08_mixture_of_experts import (
     MixtureOfExperts,
     Router,
+    Routing,
     SwiGLUExpert,
     auxiliary_loss,
     expert_capacity,
@@ -543,3 +544,41 @@ def test_sizes_beyond_the_memory_are_refused_before_allocating(build, name, monk
     (here pretended to be 1 GiB, so that the test means the same on every machine)."""
     monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
     assert_error_names(build, [name, "GiB", "more than this machine's 1.0 GiB"])
+
+
+@pytest.mark.parametrize("call, words, error", [
+    (lambda: moe_vit(CONFIG, d_expert=0), ["d_expert", "0"], ValueError),
+    (lambda: moe_vit(CONFIG, top_k=64), ["top_k", "num_experts=8", "64"], ValueError),
+    (lambda: moe_vit({**CONFIG, "d_mlp": 1}), ["d_expert", "d_mlp // top_k", "1 // 2"],
+     ValueError),
+    (lambda: MixtureOfExperts(8, 16, 4, 2, shared_expert_d_ff=0), ["shared_expert_d_ff", "0"],
+     ValueError),
+    (lambda: auxiliary_loss(None), ["model", "Module", "NoneType"], TypeError),
+    (lambda: parameter_counts(None), ["model", "Module", "NoneType"], TypeError),
+    (lambda: expert_share(nn.Linear(2, 2)), ["layer", "MixtureOfExperts", "Linear"], TypeError),
+    (lambda: train_moe_digits(lambda: None, epochs=1), ["build", "return a model", "NoneType"],
+     TypeError),
+    (lambda: SwiGLUExpert(8, 16)(torch.randn(3, 5)), ["x", "d_model=8", "(3, 5)"], ValueError),
+    (lambda: SwiGLUExpert(8, 16)(torch.randn(3, 8, dtype=torch.float64)),
+     ["x", "torch.float32", "expert"], TypeError),
+    (lambda: naive_dispatch(torch.randn(3, 8), [SwiGLUExpert(8, 16)],
+                            Router(8, 1, 1)(torch.randn(3, 8))), ["experts", "ModuleList", "list"],
+     TypeError),
+    (lambda: naive_dispatch(torch.randn(3, 8), nn.ModuleList([SwiGLUExpert(8, 16)]), "routing"),
+     ["routing", "Routing", "str"], TypeError),
+    (lambda: sorted_dispatch(torch.randn(4, 8), nn.ModuleList([SwiGLUExpert(8, 16)]),
+                             Router(8, 1, 1)(torch.randn(3, 8))), ["x", "3 tokens", "4"],
+     ValueError),
+    (lambda: naive_dispatch(torch.randn(3, 8), nn.ModuleList([SwiGLUExpert(8, 16)]),
+                            Routing(torch.zeros(3, 4), torch.zeros(3, 4), torch.ones(3, 1),
+                                    torch.tensor([[3], [0], [1]]))),
+     ["routing chose expert 3", "1 experts"], ValueError),
+])
+def test_misuse_found_in_review_names_the_argument(call, words, error):
+    assert_error_names(call, words, error)
+
+
+def test_an_expert_of_another_dtype_is_named_not_a_matrix_product_error():
+    layer = MixtureOfExperts(8, 16, 4, 2)
+    layer.experts[2].double()
+    assert_error_names(lambda: layer(torch.randn(5, 8)), ["expert 2", "torch.float64"], TypeError)

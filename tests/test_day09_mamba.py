@@ -411,3 +411,15 @@ def test_rms_norm_computes_float64_in_float64():
 def test_discretize_refuses_a_b_of_another_state_size():
     with pytest.raises(ValueError, match="same state size N"):
         discretize(torch.rand(2, 3, 4), -torch.rand(4, 5), torch.randn(2, 3, 6))
+
+
+@pytest.mark.parametrize("call, words, error", [
+    (lambda: discretize([0.1], torch.ones(2, 3), torch.ones(3)), ["delta", "Tensor", "list"],
+     TypeError),
+    (lambda: discretize(torch.ones(4), torch.ones(2, 3), torch.ones(3)),
+     ["delta", "E=2", "(4,)"], ValueError),
+    (lambda: train_copying(lambda: None, steps=1), ["build", "return a model", "NoneType"],
+     TypeError),
+])
+def test_misuse_found_in_review_names_the_argument(call, words, error):
+    assert_error_names(call, words, error)
