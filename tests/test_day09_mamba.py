@@ -423,3 +423,13 @@ def test_discretize_refuses_a_b_of_another_state_size():
 ])
 def test_misuse_found_in_review_names_the_argument(call, words, error):
     assert_error_names(call, words, error)
+
+
+def test_a_mamba_layer_in_float64_passes_gradcheck():
+    """RMSNorm computes float64 in float64, so a whole residual layer's gradients are exact."""
+    from day09_mamba.mamba import MambaLayer
+
+    torch.manual_seed(0)
+    layer = MambaLayer(4, d_state=2, expand=1).double()
+    x = torch.randn(1, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
