@@ -87,6 +87,8 @@ def interleaved_minimum_ms(runs: dict[str, Callable[[], object]], rounds: int = 
     disturbed least. For comparisons of times that a notebook asserts (CONTRIBUTING.md,
     "Experiments", rule 3)."""
     rounds = checks.positive_int(rounds, "rounds")
+    if rounds > MAX_RUNS:
+        raise ValueError(f"rounds must be at most MAX_RUNS = {MAX_RUNS}, got {rounds}")
     if not isinstance(runs, dict) or not runs:
         raise TypeError(f"runs must be a non-empty dict of name -> callable, got {runs!r}")
     for name, run in runs.items():  # all checked before any is called
@@ -163,6 +165,8 @@ def peak_tensor_bytes(run: Callable[[], object]) -> int:
     from torch.utils import _pytree as pytree
     from torch.utils._python_dispatch import TorchDispatchMode
 
+    checks.as_callable(run, "run")
+
     live = _LiveTensorBytes()
 
     class Watch(TorchDispatchMode):
@@ -190,6 +194,8 @@ def measure(run: Callable[[], object], device: str | torch.device,
     runs after every call (for example, to clear gradients)."""
     kind = device_kind(device)
     run, reset = checks.as_callable(run, "run"), checks.as_callable(reset, "reset")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} needs CUDA, which this machine does not have")
     run()  # warm up: compilation, caches, lazy initialisation
     reset()
     if kind == "cpu":
@@ -271,6 +277,13 @@ def _json_ready(value, where: str):
             if not isinstance(key, str | int | float | bool | None):
                 raise TypeError(f"{where or 'payload'} has the key {checks.describe(key)}; "
                                 f"JSON holds str, int, float, bool or None keys")
+        # JSON's keys are strings: 1 and "1" would both be written as "1", and reading the
+        # file back would keep only the last.
+        written = [json.dumps(key) if not isinstance(key, str) else key for key in value]
+        written = [key.strip('"') if isinstance(key, str) else key for key in written]
+        if len(set(written)) != len(written):
+            raise ValueError(f"{where or 'payload'} has keys that JSON writes alike: "
+                             f"{list(value)}; make them distinct as strings")
         return {key: _json_ready(item, f"{where}[{json.dumps(key)}]" if where else str(key))
                 for key, item in value.items()}
     raise TypeError(f"{where} cannot be written as JSON: got {checks.describe(value)}; "
@@ -303,7 +316,12 @@ def write_json(path: Path, payload: dict) -> Path:
     written before the failure is reported."""
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a dict, got {checks.describe(payload)}")
-    return _write_whole(path, _json_text(_json_ready(payload, "")))
+    try:
+        ready = _json_ready(payload, "")
+    except RecursionError:
+        raise ValueError("payload contains itself (a list or dict inside itself), which JSON "
+                         "cannot write") from None
+    return _write_whole(path, _json_text(ready))
 
 
 def save_rows(rows: list[dict], metadata: dict, folder: Path, stem: str = "results"
@@ -313,6 +331,8 @@ def save_rows(rows: list[dict], metadata: dict, folder: Path, stem: str = "resul
     cannot be written leaves the previous files (and no folder) as they were."""
     if not isinstance(rows, list | tuple):
         raise TypeError(f"rows must be a list of dicts, got {checks.describe(rows)}")
+    if not isinstance(folder, str | Path):
+        raise TypeError(f"folder must be a path, got {checks.describe(folder)}")
     if not rows:
         raise ValueError("rows must hold at least one measurement, got none")
     for i, row in enumerate(rows):
@@ -424,6 +444,7 @@ def counted_flops(module: Callable, *inputs) -> int:
     (a multiply-add counts 2). Works on the meta device, where nothing is computed."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    checks.as_callable(module, "module")
     with FlopCounterMode(display=False) as counter:
         module(*inputs)
     return counter.get_total_flops()

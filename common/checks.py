@@ -36,6 +36,15 @@ def as_int(value, name: str, minimum: int | None = None) -> int:
     return value
 
 
+def seed(value, name: str = "seed") -> int:
+    """`value` as a random seed: an int from 0 to 2**32 - 1, which every generator accepts
+    (and which leaves room for the offsets the training functions add to a seed)."""
+    value = as_int(value, name, minimum=0)
+    if value >= 2**32:
+        raise ValueError(f"{name} must be an int from 0 to 2**32 - 1, got {value}")
+    return value
+
+
 def positive_int(value, name: str) -> int:
     """`value` as an int >= 1."""
     return as_int(value, name, minimum=1)
@@ -135,6 +144,12 @@ def model_builder(value, name: str = "build"):
         raise TypeError(f"{name} must be a function that returns a new model, got "
                         f"{type(value).__name__}")
     return value
+
+
+def values_readable(tensor: Tensor) -> bool:
+    """Whether a check may read `tensor`'s values: not on the meta device (no values) and not
+    while torch.compile traces (reading one would break the graph)."""
+    return tensor.device.type != "meta" and not torch.compiler.is_compiling()
 
 
 def built_model(value, name: str = "build"):

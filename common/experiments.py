@@ -56,5 +56,8 @@ def paired_difference(first: Sequence[float], second: Sequence[float]) -> Paired
     if len(first) < 2:
         raise ValueError(f"a paired difference needs at least 2 seeds, got {len(first)}")
     differences = [a - b for a, b in zip(first, second, strict=True)]
+    if not all(map(math.isfinite, differences)):
+        raise ValueError("first - second overflows a float: the values are too large to "
+                         "compare by their differences")
     return PairedDifference(statistics.fmean(differences), statistics.stdev(differences),
                             len(differences))

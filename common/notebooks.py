@@ -86,19 +86,25 @@ def execute_notebook(notebook: Path, timeout: int = 600) -> None:
 
 
 SEEDS_LINE = re.compile(r"^SEEDS = .*$", re.MULTILINE)
+MAX_SEEDS = 1000  # far more runs than any notebook could make; a typo's range is refused
 
 
 def seeds_argument(text: str) -> tuple[int, ...]:
     """'5-9' or '5,7,11' as a tuple of non-negative ints."""
     match = re.fullmatch(r"(\d+)-(\d+)", text.strip())
     try:
-        seeds = (tuple(range(int(match[1]), int(match[2]) + 1)) if match else
-                 tuple(int(part) for part in text.split(",")))
+        if match:  # the range's size first: a typo's range is not built
+            first, last = int(match[1]), int(match[2])
+            seeds = tuple(range(first, last + 1)) if last - first < MAX_SEEDS else ()
+        else:
+            seeds = tuple(int(part) for part in text.split(","))
     except ValueError:
         seeds = ()
-    if not seeds or any(seed < 0 for seed in seeds):
+    # Below 2**32: torch.manual_seed's range on every platform, and far more than enough.
+    if not seeds or len(seeds) > MAX_SEEDS or not all(0 <= seed < 2**32 for seed in seeds):
         raise argparse.ArgumentTypeError(f"seeds must be a range like 5-9 or a list like 5,7,11 "
-                                         f"of non-negative ints, got {text!r}")
+                                         f"of at most {MAX_SEEDS} ints from 0 to 2**32 - 1, "
+                                         f"got {text!r}")
     return seeds
 
 

@@ -42,15 +42,17 @@ class Router(nn.Module):
     def __init__(self, d_model: int, num_experts: int, top_k: int = 2,
                  renormalize: bool | None = None, noisy: bool = False):
         super().__init__()
-        self.d_model = checks.positive_int(d_model, "d_model")
-        self.num_experts = checks.positive_int(num_experts, "num_experts")
-        self.top_k = checks.positive_int(top_k, "top_k")
+        # Fixed at construction (read-only properties below): the gate's shape, the checks
+        # and the Hugging Face twins all depend on them.
+        self._d_model = checks.positive_int(d_model, "d_model")
+        self._num_experts = checks.positive_int(num_experts, "num_experts")
+        self._top_k = checks.positive_int(top_k, "top_k")
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k must be at most num_experts={num_experts}, got {top_k}")
         checks.affordable(2 * self.d_model * self.num_experts, "num_experts", num_experts)
         if renormalize is None:
             renormalize = self.top_k > 1
-        self.renormalize = checks.as_bool(renormalize, "renormalize")
+        self._renormalize = checks.as_bool(renormalize, "renormalize")
         if self.renormalize and self.top_k == 1 and self.num_experts > 1:
             raise ValueError("renormalize=True with top_k=1 makes the one weight p / p = 1, so "
                              "the task's loss sends the router no gradient; top-1 routing keeps "
@@ -60,6 +62,12 @@ class Router(nn.Module):
         self.noise = nn.Linear(d_model, num_experts, bias=False) if checks.as_bool(
             noisy, "noisy") else None
 
+    d_model = property(lambda self: self._d_model, doc="The width of the tokens (read-only).")
+    num_experts = property(lambda self: self._num_experts, doc="How many experts (read-only).")
+    top_k = property(lambda self: self._top_k, doc="Experts per token (read-only).")
+    renormalize = property(lambda self: self._renormalize,
+                           doc="Whether the top-k weights sum to 1 (read-only).")
+
     def forward(self, x: Tensor) -> Routing:
         checks.floating_tensor(x, "x", dims=2)
         if x.size(-1) != self.d_model:
@@ -67,6 +75,9 @@ class Router(nn.Module):
                              f"{tuple(x.shape)}")
         checks.like_weights(x, self.gate.weight, "router")
         logits = self.gate(x)
+        if checks.values_readable(logits) and not logits.isfinite().all():
+            raise ValueError("the router's logits overflow (x or the gate's weights are too "
+                             "large for their dtype), so the softmax would be NaN")
         if self.noise is not None and self.training:
             logits = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
         # In float32 at least, as Mixtral's router does (MixtralTopKRouter.forward).
@@ -85,6 +96,7 @@ class SwiGLUExpert(nn.Module):
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
         d_model, d_ff = checks.positive_int(d_model, "d_model"), checks.positive_int(d_ff, "d_ff")
+        checks.affordable(3 * d_model * d_ff, "d_ff", d_ff)
         self.d_model = d_model
         self.w1 = nn.Linear(d_model, d_ff, bias=False)
         self.w3 = nn.Linear(d_model, d_ff, bias=False)
@@ -123,16 +135,29 @@ def dense_gates(routing: Routing, num_experts: int) -> Tensor:
 
 def check_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> None:
     """What every dispatch needs: tokens x (tokens, d) of the experts' dtype and device, a
-    Routing for as many tokens, and experts in an nn.ModuleList. Only shapes, dtypes and
-    devices are read, never values, so that a compiled dispatch stays one graph."""
+    Routing for as many tokens whose `experts` are int64 indices of these experts and whose
+    `weights` match them, and experts in an nn.ModuleList. The indices' values are checked
+    outside torch.compile only, so that a compiled dispatch stays one graph."""
     checks.floating_tensor(x, "x", dims=2)
     checks.module(routing, "routing", Routing)
     checks.module(experts, "experts", nn.ModuleList)
     if len(experts) == 0:
         raise ValueError("experts must hold at least one expert, got none")
+    if routing.experts.dtype != torch.int64 or routing.experts.dim() != 2:
+        raise TypeError(f"routing.experts must be (tokens, top_k) int64 indices, got "
+                        f"{routing.experts.dtype} of shape {tuple(routing.experts.shape)}")
+    if routing.weights.shape != routing.experts.shape or routing.weights.dtype != x.dtype:
+        raise ValueError(f"routing.weights must be {x.dtype} of routing.experts' shape "
+                         f"{tuple(routing.experts.shape)}, got {routing.weights.dtype} of shape "
+                         f"{tuple(routing.weights.shape)}")
     tokens = routing.experts.size(0)
     if x.size(0) != tokens:
         raise ValueError(f"x must hold the routing's {tokens} tokens, got {x.size(0)}")
+    chosen = routing.experts
+    if checks.values_readable(chosen) and chosen.numel() and (
+            chosen.min() < 0 or chosen.max() >= len(experts)):
+        raise ValueError(f"routing chose experts {chosen.min().item()} to {chosen.max().item()}, "
+                         f"but there are {len(experts)} experts (0 to {len(experts) - 1})")
     for index, expert in enumerate(experts):
         weight = next(expert.parameters(), None)
         if weight is not None:
@@ -143,9 +168,6 @@ def naive_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Tenso
     """Every expert on every token, each output multiplied by the token's gate for that
     expert (0 for the experts not chosen): simple, and num_experts / top_k times the work."""
     check_dispatch(x, experts, routing)
-    if routing.experts.max() >= len(experts):
-        raise ValueError(f"routing chose expert {routing.experts.max().item()}, but there are "
-                         f"{len(experts)} experts")
     gates = dense_gates(routing, len(experts))
     outputs = torch.stack([expert(x) for expert in experts], dim=1)  # (tokens, experts, d)
     return (gates.unsqueeze(-1) * outputs).sum(1)
@@ -174,6 +196,9 @@ def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
     (GShard, section 2.2); the rest are dropped. Returns (output, kept): kept is (tokens,
     top_k), False where an assignment was dropped."""
     check_dispatch(x, experts, routing)
+    if x.device.type == "meta":
+        raise ValueError("the sorted dispatch reads how many tokens each expert got, which "
+                         "meta tensors do not hold: use the gathered dispatch on the meta device")
     tokens, top_k = routing.experts.shape
     if capacity is not None:
         capacity = checks.non_negative_int(capacity, "capacity")
@@ -294,6 +319,7 @@ class MixtureOfExperts(nn.Module):
                 len(tokens), len(self.experts), self.router.top_k, self.capacity_factor)
             output, kept = sorted_dispatch(tokens, self.experts, routing, capacity)
         if self.shared_expert is not None:
+            checks.like_weights(tokens, self.shared_expert_gate.weight, "shared expert's gate")
             output = output + torch.sigmoid(self.shared_expert_gate(tokens)) * self.shared_expert(
                 tokens)
         # The statistics keep no graph; the auxiliary losses need the logits with theirs.
@@ -484,7 +510,11 @@ def router_z_loss(router_logits: Tensor) -> Tensor:
     stable."""
     _check_router_logits(router_logits)
     wide = router_logits.to(torch.promote_types(router_logits.dtype, torch.float32))
-    return torch.logsumexp(wide, dim=-1).square().mean()
+    loss = torch.logsumexp(wide, dim=-1).square().mean()
+    if checks.values_readable(loss) and not loss.isfinite():
+        raise ValueError("the router z-loss overflows: router_logits are too large (it squares "
+                         "their log-sum-exp)")
+    return loss
 
 
 def moe_vit(config: dict, num_experts: int = 8, top_k: int = 2, d_expert: int | None = None,
@@ -633,7 +663,7 @@ def train_moe_digits(build, epochs: int = 10, batch_size: int = 64,
     learning_rate = checks.positive_float(learning_rate, "learning_rate")
     balance_weight = checks.as_float(balance_weight, "balance_weight", minimum=0.0)
     z_weight = checks.as_float(z_weight, "z_weight", minimum=0.0)
-    seed = checks.non_negative_int(seed, "seed")
+    seed = checks.seed(seed)
     x_train, y_train, x_test, y_test = load_digits_split()
     torch.manual_seed(seed)
     model = checks.built_model(build())

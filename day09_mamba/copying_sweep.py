@@ -84,9 +84,14 @@ def main(argv: list[str] | None = None) -> None:
                         default=list(COPYING_MODELS))
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    try:  # before half an hour of training, not after
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--output: cannot make the folder {args.output.parent}: {error}")
+    if args.output.is_dir():
+        parser.error(f"--output must be a file path, got the folder {args.output}")
     torch.set_num_threads(1)  # small tensors: one thread is faster and steadier
     results = sweep(args.seeds, args.learning_rates, args.steps, args.models)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     bench.write_json(args.output, results)
     print(f"wrote {len(results['runs'])} runs to {args.output}", file=sys.stderr)
 

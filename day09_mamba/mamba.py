@@ -38,6 +38,11 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "mamba") -> tu
         B_bar = torch.where(zero, delta.unsqueeze(-1), ratio) * B.unsqueeze(-2)
     else:
         B_bar = delta.unsqueeze(-1) * B.unsqueeze(-2)
+    # A reduction, not an elementwise test: no second tensor the size of A_bar.
+    largest = math.log(torch.finfo(delta_A.dtype).max)
+    if checks.values_readable(delta_A) and delta_A.numel() and delta_A.max() > largest:
+        raise ValueError("exp(delta A) overflows: with A > 0 the system grows, and delta A is "
+                         "too large for the dtype")
     return A_bar, B_bar
 
 
@@ -137,14 +142,16 @@ class MambaBlock(nn.Module):
         self.d_conv = checks.positive_int(d_conv, "d_conv")
         self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else checks.positive_int(
             dt_rank, "dt_rank")
-        self.selective = checks.as_bool(selective, "selective")
+        # Fixed at construction (a read-only property): it decides which parameters exist.
+        self._selective = checks.as_bool(selective, "selective")
         dt_min, dt_max = checks.positive_float(dt_min, "dt_min"), checks.positive_float(dt_max,
                                                                                      "dt_max")
         if dt_min > dt_max:
             raise ValueError(f"dt_min must be at most dt_max={dt_max}, got {dt_min}")
-        if scan not in SCANS:
-            raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
-        self.scan = scan
+        if dt_max > 1e3:  # beyond, softplus's inverse overflows float32 and delta starts NaN
+            raise ValueError(f"dt_max must be at most 1e3 (Mamba's is 0.1), got {dt_max}")
+        self.scan = scan  # checked by the property below
+        self.recorders: list[list] = []  # see recording_selection
         E, N = self.d_inner, self.d_state
         # x_proj (E by dt_rank + 2N) and A_log (E by N) grow with the state; the rest with E.
         checks.affordable(E * (self.dt_rank + 3 * N + 3 * d_model + self.d_conv + 4), "d_state",
@@ -170,6 +177,20 @@ class MambaBlock(nn.Module):
             self.C = nn.Parameter(torch.randn(N) / math.sqrt(N))
         self.out_proj = nn.Linear(E, d_model, bias=False)
 
+    selective = property(lambda self: self._selective,
+                         doc="Whether delta, B and C depend on the token (read-only).")
+
+    @property
+    def scan(self) -> str:
+        """"sequential" or "associative"; it may be changed between calls, and is checked."""
+        return self._scan
+
+    @scan.setter
+    def scan(self, value: str) -> None:
+        if value not in SCANS:
+            raise ValueError(f"scan must be one of {SCANS}, got {value!r}")
+        self._scan = value
+
     def initial_state(self, batch: int) -> MambaState:
         """The state before the first token: zeros."""
         batch = checks.non_negative_int(batch, "batch")
@@ -193,7 +214,8 @@ class MambaBlock(nn.Module):
         if x.size(-1) != self.d_model:
             raise ValueError(f"x must be {shape} with d_model={self.d_model}, got shape "
                              f"{tuple(x.shape)}")
-        checks.like_weights(x, self.in_proj.weight, "block")
+        for name, weight in self.named_parameters():  # every one: a single converted layer
+            checks.like_weights(x, weight, f"block's {name}")  # would fail deep in PyTorch
 
     def _check_state(self, state: MambaState | None, batch: int) -> MambaState:
         if state is None:
@@ -226,6 +248,8 @@ class MambaBlock(nn.Module):
         u = F.silu(F.conv1d(window, self.conv1d.weight, self.conv1d.bias,
                             groups=self.d_inner)).transpose(1, 2)        # (batch, L, E)
         delta, B, C = self.selection(u)
+        for records in self.recorders:
+            records.append((delta.detach(), B.detach(), C.detach()))
         A = -torch.exp(self.A_log)
         scan = sequential_scan if self.scan == "sequential" else associative_scan
         y, ssm = scan(u, delta, A, B, C, self.D, state.ssm)
@@ -274,6 +298,8 @@ def ssd_matrix_form(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     Needs A with one value per channel (all N entries of a row equal, Mamba-2's scalar A).
     Same arguments as `sequential_scan`, without a state; returns y (batch, L, E)."""
     _check_scan_inputs(x, delta, A, B, C, D, None)
+    batch, length, channels = x.shape
+    checks.affordable(3 * batch * length * length * channels, "x's length", length)
     if not torch.equal(A, A[:, :1].expand_as(A)):
         raise ValueError("A must hold one value per channel (every row constant) for the "
                          "matrix form; a diagonal A with different entries has no single L")
@@ -295,6 +321,9 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(checks.positive_int(d_model, "d_model")))
         self.eps = checks.positive_float(eps, "eps")
+        if self.eps < torch.finfo(torch.float32).tiny:  # it would round to 0: 0 / 0 for zeros
+            raise ValueError(f"eps must be at least {torch.finfo(torch.float32).tiny:.2e}, "
+                             f"float32's smallest normal number, got {eps}")
 
     def forward(self, x: Tensor) -> Tensor:
         checks.floating_tensor(x, "x")
@@ -338,6 +367,11 @@ class MambaLM(nn.Module):
         vocab_size = checks.positive_int(vocab_size, "vocab_size")
         num_layers = checks.positive_int(num_layers, "num_layers")
         d_model = checks.positive_int(d_model, "d_model")
+        checks.affordable(vocab_size * d_model, "vocab_size", vocab_size)
+        expand = checks.positive_int(block_options.get("expand", 2), "expand")
+        state = checks.positive_int(block_options.get("d_state", 16), "d_state")
+        checks.affordable(num_layers * expand * d_model * (3 * d_model + 3 * state), "num_layers",
+                          num_layers)  # a layer's in_proj, out_proj, x_proj and A_log
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.layers = nn.ModuleList(MambaLayer(d_model, **block_options)
                                     for _ in range(num_layers))
@@ -419,6 +453,8 @@ def selective_copying(batch: int, length: int = 28, memorize: int = 4, vocab: in
     # int64 inputs, and a float of random order for each of `length` places
     checks.affordable(batch * (length + memorize) + batch * length, "length", length,
                       bytes_per_element=8)
+    if vocab > 2**31:  # token ids stay far inside int64, whatever is added to them
+        raise ValueError(f"vocab must be at most 2**31, got {vocab}")
     if memorize > length:
         raise ValueError(f"memorize must be at most length={length}, got {memorize}")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -447,7 +483,11 @@ class TransformerLM(nn.Module):
         # The sinusoidal table is max_len by d_model, however short the sequences.
         checks.affordable(checks.positive_int(max_len, "max_len") * checks.positive_int(
             d_model, "d_model"), "max_len", max_len)
-        self.embedding = nn.Embedding(checks.positive_int(vocab_size, "vocab_size"), d_model)
+        vocab_size = checks.positive_int(vocab_size, "vocab_size")
+        checks.affordable(vocab_size * d_model, "vocab_size", vocab_size)
+        checks.affordable(checks.positive_int(num_layers, "num_layers") * 4 * d_model * (
+            d_model + checks.positive_int(d_ff, "d_ff")), "num_layers", num_layers)
+        self.embedding = nn.Embedding(vocab_size, d_model)
         self.positions = PositionalEncoding(d_model, max_len)
         self.encoder = Encoder(num_layers, d_model, num_heads, d_ff, dropout=0.0,
                                norm_first=True)
@@ -491,7 +531,7 @@ def train_copying(build, steps: int = 500, batch: int = 16, learning_rate: float
     checks.model_builder(build)
     steps, batch = checks.positive_int(steps, "steps"), checks.positive_int(batch, "batch")
     learning_rate = checks.positive_float(learning_rate, "learning_rate")
-    seed = checks.non_negative_int(seed, "seed")
+    seed = checks.seed(seed)
     test_sequences = checks.positive_int(test_sequences, "test_sequences")
     warmup_steps = checks.non_negative_int(warmup_steps, "warmup_steps")
     if isinstance(evaluate_at, int | str) or not hasattr(evaluate_at, "__iter__"):
@@ -505,6 +545,10 @@ def train_copying(build, steps: int = 500, batch: int = 16, learning_rate: float
                                                   torch.Generator().manual_seed(10_000 + seed))
     torch.manual_seed(seed)
     model = checks.built_model(build())
+    embedding = getattr(model, "embedding", None)  # both of this notebook's models have one
+    if isinstance(embedding, nn.Embedding) and vocab + 2 > embedding.num_embeddings:
+        raise ValueError(f"vocab={vocab} needs a model of {vocab + 2} token ids (noise, marker "
+                         f"and the data), got one of {embedding.num_embeddings}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(warmup_steps, 1)))
@@ -530,25 +574,31 @@ def train_copying(build, steps: int = 500, batch: int = 16, learning_rate: float
 @contextmanager
 def recording_selection(model: nn.Module):
     """Inside the `with`, every MambaBlock of `model` appends the (delta, B, C) of each call to
-    the yielded list, in call order: what the blocks selected, for inspection."""
-    records, blocks = [], [module for module in model.modules() if isinstance(module, MambaBlock)]
+    the yielded list, detached, in call order: what the blocks selected, for inspection.
+    Nested recordings each get every call; a copy made inside records into its own list."""
+    blocks = [module for module in checks.module(model, "model").modules()
+              if isinstance(module, MambaBlock)]
+    if not blocks:
+        raise ValueError(f"model must contain a MambaBlock, got a {type(model).__name__} "
+                         "without one")
+    records = []
     for block in blocks:
-        def record(u, original=block.selection):
-            selected = original(u)
-            records.append(tuple(tensor.detach() for tensor in selected))
-            return selected
-        block.selection = record  # an instance attribute, in front of the method
+        block.recorders.append(records)
     try:
         yield records
     finally:
         for block in blocks:
-            del block.selection
+            block.recorders.remove(records)
 
 
 def delta_by_token(model: nn.Module, inputs: Tensor) -> list[Tensor]:
     """For each MambaBlock of `model` run on selective-copying `inputs`: (2, E), each
     channel's mean delta on the data tokens (row 0) and on the noise tokens (row 1)."""
+    checks.tensor(inputs, "inputs", dims=2)
     data, noise = inputs > MARKER, inputs == NOISE
+    if not data.any() or not noise.any():
+        raise ValueError("inputs must hold data tokens and noise tokens (selective_copying's "
+                         "sequences), or a mean over them is undefined")
     with torch.no_grad(), recording_selection(model) as records:
         model(inputs)
     return [torch.stack([delta[data].mean(0), delta[noise].mean(0)]) for delta, _, _ in records]

@@ -77,6 +77,7 @@ def test_an_unknown_device_is_refused_by_every_measuring_function(device, error,
 def test_a_cuda_device_takes_the_cuda_branch_however_it_is_given(device, monkeypatch):
     """Without a GPU: the CUDA timers replaced by fakes that record that they were called."""
     calls = []
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(bench, "_cuda_index", lambda device: 0)
     monkeypatch.setattr(bench.torch.cuda, "device", lambda index: contextlib.nullcontext())
     monkeypatch.setattr(bench, "peak_cuda_mib", lambda run, device: calls.append("peak") or 1.5)
@@ -90,6 +91,30 @@ def test_a_cuda_device_takes_the_cuda_branch_however_it_is_given(device, monkeyp
 def test_a_cpu_device_object_takes_the_cpu_branch(monkeypatch):
     monkeypatch.setattr(bench, "time_cuda", lambda *args: pytest.fail("took the CUDA branch"))
     assert bench.measure(lambda: None, torch.device("cpu"))["peak_mib"] is None
+
+
+def test_measure_on_cuda_without_cuda_says_so_before_running(monkeypatch):
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="needs CUDA"):
+        bench.measure(lambda: pytest.fail("ran"), "cuda")
+
+
+def test_json_keys_that_collide_a_cycle_and_huge_rounds_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="keys that JSON writes alike"):
+        bench.write_json(tmp_path / "keys.json", {1: "int", "1": "str"})
+    looped = {"a": []}
+    looped["a"].append(looped)
+    with pytest.raises(ValueError, match="contains itself"):
+        bench.write_json(tmp_path / "loop.json", looped)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="rounds must be at most"):
+        bench.interleaved_minimum_ms({"a": lambda: None}, rounds=10**18)
+    with pytest.raises(TypeError, match="module must be callable"):
+        bench.counted_flops(None)
+    with pytest.raises(TypeError, match="run must be callable"):
+        bench.peak_tensor_bytes(5)
+    with pytest.raises(TypeError, match="folder must be a path"):
+        bench.save_rows([{"a": 1}], {}, None)
 
 
 def test_measure_refuses_what_it_cannot_call():

@@ -35,6 +35,7 @@ def test_detectable_means_more_than_two_standard_errors_from_zero():
     ([1.0], [0.0], ["at least 2 seeds", "1"]),
     ([1.0, 2.0], [0.0], ["one value per seed", "2 and 1"]),
     ([1.0, float("nan")], [0.0, 0.0], ["first[1]", "finite"]),
+    ([1e308, -1e308], [-1e308, 1e308], ["overflows"]),
 ])
 def test_paired_difference_refuses_what_it_cannot_summarise(first, second, words):
     assert_error_names(lambda: paired_difference(first, second), words)
@@ -52,7 +53,8 @@ def test_seeds_read_as_a_range_or_a_list(text, seeds):
     assert seeds_argument(text) == seeds
 
 
-@pytest.mark.parametrize("text", ["", "x", "9-5", "1,,2", "-1", "1.5"])
+@pytest.mark.parametrize("text", ["", "x", "9-5", "1,,2", "-1", "1.5", "0-99999999999",
+                                  str(2**64)])
 def test_seeds_that_are_not_seeds_are_refused(text):
     with pytest.raises(argparse.ArgumentTypeError, match="seeds must be"):
         seeds_argument(text)

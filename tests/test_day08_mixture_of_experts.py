@@ -572,7 +572,7 @@ def test_sizes_beyond_the_memory_are_refused_before_allocating(build, name, monk
     (lambda: naive_dispatch(torch.randn(3, 8), nn.ModuleList([SwiGLUExpert(8, 16)]),
                             Routing(torch.zeros(3, 4), torch.zeros(3, 4), torch.ones(3, 1),
                                     torch.tensor([[3], [0], [1]]))),
-     ["routing chose expert 3", "1 experts"], ValueError),
+     ["routing chose experts 0 to 3", "1 experts"], ValueError),
 ])
 def test_misuse_found_in_review_names_the_argument(call, words, error):
     assert_error_names(call, words, error)
@@ -582,3 +582,50 @@ def test_an_expert_of_another_dtype_is_named_not_a_matrix_product_error():
     layer = MixtureOfExperts(8, 16, 4, 2)
     layer.experts[2].double()
     assert_error_names(lambda: layer(torch.randn(5, 8)), ["expert 2", "torch.float64"], TypeError)
+
+
+def test_the_routers_settings_are_fixed_at_construction():
+    """top_k and renormalize decide the gate's use and the checks: changing them afterwards
+    would skip both (a top_k of 0 gave an output of zeros without a word)."""
+    router = Router(16, 4, 2)
+    for name, value in (("top_k", 0), ("top_k", 5), ("renormalize", "no"), ("num_experts", 2)):
+        with pytest.raises(AttributeError, match=name):
+            setattr(router, name, value)
+    assert (router.top_k, router.renormalize) == (2, True)
+
+
+@pytest.mark.parametrize("experts, weights, words, error", [
+    (torch.tensor([[-1], [0]]), torch.ones(2, 1), ["experts -1 to 0", "3 experts"], ValueError),
+    (torch.tensor([[3], [0]]), torch.ones(2, 1), ["experts 0 to 3", "3 experts"], ValueError),
+    (torch.tensor([[1.0], [0.0]]), torch.ones(2, 1), ["routing.experts", "int64"], TypeError),
+    (torch.tensor([[1, 2], [0, 1]]), torch.ones(2, 1), ["routing.weights", "(2, 2)"], ValueError),
+    (torch.tensor([[1], [0]]), torch.ones(2, 1, dtype=torch.float64),
+     ["routing.weights", "torch.float32"], ValueError),
+])
+@pytest.mark.parametrize("dispatch", [naive_dispatch, sorted_dispatch, gathered_dispatch])
+def test_a_hand_made_routing_is_checked_by_every_dispatch(dispatch, experts, weights, words,
+                                                          error):
+    """Index -1 used to select the last expert in the gathered dispatch without a word."""
+    routing = Routing(torch.zeros(2, 3), torch.zeros(2, 3), weights, experts)
+    layer_experts = nn.ModuleList(SwiGLUExpert(8, 16) for _ in range(3))
+    assert_error_names(lambda: dispatch(torch.randn(2, 8), layer_experts, routing), words, error)
+
+
+def test_overflowing_logits_are_named_not_nan():
+    router = Router(16, 4)
+    huge = 3e38 * router.gate.weight[:1].sign().detach()
+    assert_error_names(lambda: router(huge), ["logits overflow"])
+    assert_error_names(lambda: router_z_loss(torch.full((2, 4), 1e20)), ["z-loss overflows"])
+
+
+def test_a_converted_shared_expert_and_a_meta_sorted_dispatch_are_named(monkeypatch):
+    layer = MixtureOfExperts(8, 16, 4, 2, shared_expert_d_ff=8)
+    layer.shared_expert_gate.double()
+    assert_error_names(lambda: layer(torch.randn(3, 8)), ["shared expert's gate", "float64"],
+                       TypeError)
+    meta = MixtureOfExperts(8, 16, 4, 2).to("meta")
+    assert_error_names(lambda: meta(torch.randn(3, 8, device="meta")), ["meta", "gathered"])
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
+    assert_error_names(lambda: SwiGLUExpert(8, 10**9), ["d_ff", "GiB"])
+    assert_error_names(lambda: train_moe_digits(lambda: moe_vit(CONFIG), seed=2**64),
+                       ["seed", "2**32"])

@@ -351,6 +351,9 @@ def test_the_sweep_command_writes_every_run_and_delta_for_mamba(tmp_path):
         with pytest.raises(SystemExit):
             copying_sweep.main([*bad, "--output", str(tmp_path / "bad.json")])
     assert not (tmp_path / "bad.json").exists()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit):  # refused before any training
+        copying_sweep.main(["--steps", "1", "--output", str(tmp_path / "afile" / "x.json")])
 
 
 @pytest.mark.parametrize("build, name", [
@@ -433,3 +436,70 @@ def test_a_mamba_layer_in_float64_passes_gradcheck():
     layer = MambaLayer(4, d_state=2, expand=1).double()
     x = torch.randn(1, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x,))
+
+
+def test_selective_is_fixed_and_scan_is_checked_whenever_it_is_set():
+    block = MambaBlock(8)
+    with pytest.raises(AttributeError, match="selective"):
+        block.selective = False
+    block.scan = "associative"
+    assert_error_names(lambda: setattr(block, "scan", "parallel"), ["scan", "'parallel'"])
+    assert block.scan == "associative"
+
+
+def test_recordings_nest_and_survive_copies_and_pickling():
+    import copy
+    import io
+
+    model = MambaLM(6, 8, 1, d_state=4)
+    inputs = selective_copying(2, length=10, memorize=2)[0]
+    with recording_selection(model) as outer:
+        model(inputs)
+        with recording_selection(model) as inner:
+            model(inputs)
+        twin = copy.deepcopy(model)
+        torch.save(model, io.BytesIO())
+        twin(inputs)
+    model(inputs)
+    assert (len(outer), len(inner)) == (2, 1)  # the copy recorded into its own list
+    assert all(not block.recorders for block in model.modules()
+               if isinstance(block, MambaBlock))
+    assert_error_names(lambda: recording_selection(torch.nn.Linear(2, 2)).__enter__(),
+                       ["model", "MambaBlock"])
+
+
+@pytest.mark.parametrize("call, words, error", [
+    (lambda: discretize(torch.tensor([100.0]), torch.tensor([[1.0]]), torch.tensor([1.0])),
+     ["overflows", "A > 0"], ValueError),
+    (lambda: MambaBlock(16, dt_max=1e300), ["dt_max", "1e3"], ValueError),
+    (lambda: RMSNorm(4, eps=1e-300), ["eps", "float32"], ValueError),
+    (lambda: delta_by_token(MambaLM(6, 8, 1, d_state=4), torch.zeros(2, 10, dtype=torch.long)),
+     ["data tokens and noise tokens"], ValueError),
+    (lambda: train_copying(lambda: MambaLM(6, 8, 1, d_state=4), steps=2, vocab=10),
+     ["vocab=10", "12 token ids", "6"], ValueError),
+    (lambda: train_copying(lambda: MambaLM(6, 8, 1), steps=1, seed=2**64), ["seed", "2**32"],
+     ValueError),
+    (lambda: selective_copying(2, 8, 2, vocab=2**63), ["vocab", "2**31"], ValueError),
+])
+def test_fresh_misuse_is_named_not_nan_or_obscure(call, words, error):
+    assert_error_names(call, words, error)
+
+
+def test_a_converted_layer_of_the_block_is_named():
+    block = MambaBlock(8)
+    block.out_proj.double()
+    assert_error_names(lambda: block(torch.randn(1, 3, 8)), ["out_proj", "torch.float64"],
+                       TypeError)
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda: MambaLM(10**9, 16, 1), "vocab_size"),
+    (lambda: MambaLM(6, 16, 10**6), "num_layers"),
+    (lambda: TransformerLM(10**9, 16, 1, 4, 32), "vocab_size"),
+    (lambda: ssd_matrix_form(*[torch.zeros(1, 60000, 2)] * 2, -torch.ones(2, 1),
+                             torch.zeros(1, 60000, 1), torch.zeros(1, 60000, 1), torch.ones(2)),
+     "length"),
+])
+def test_more_sizes_beyond_the_memory_are_refused(build, name, monkeypatch):
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
+    assert_error_names(build, [name, "GiB"])
