@@ -585,6 +585,10 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
         if len(sizes) != 1:
             raise ValueError(f"the experts of a layer must have one size to count the active "
                              f"parameters, got sizes {sorted(sizes)}")
+        if len({id(p) for p in layer.experts.parameters()}) < sum(
+                1 for expert in layer.experts for _ in expert.parameters()):
+            raise ValueError("the experts of a layer share parameters (one module in several "
+                             "places): the parameters a token skips are not defined")
         idle += (len(layer.experts) - layer.router.top_k) * sizes.pop()
     return total, total - idle
 
@@ -616,6 +620,8 @@ def mutual_information(first: Tensor, second: Tensor, first_values: int,
     [0, second_values): how much knowing one tells about the other, 0 when independent."""
     for name, sample in (("first", first), ("second", second)):
         checks.tensor(sample, name)
+        if sample.device.type == "meta":
+            raise ValueError(f"{name} must hold values to count; a meta tensor holds none")
         if sample.dtype.is_floating_point or sample.dtype == torch.bool:
             raise TypeError(f"{name} must hold integers, got {sample.dtype}")
     if first.shape != second.shape or first.dim() != 1 or len(first) == 0:

@@ -629,3 +629,11 @@ def test_a_converted_shared_expert_and_a_meta_sorted_dispatch_are_named(monkeypa
     assert_error_names(lambda: SwiGLUExpert(8, 10**9), ["d_ff", "GiB"])
     assert_error_names(lambda: train_moe_digits(lambda: moe_vit(CONFIG), seed=2**64),
                        ["seed", "2**32"])
+
+
+def test_experts_that_share_one_module_have_no_active_count():
+    layer = MixtureOfExperts(16, 32, 4, 2)
+    layer.experts = nn.ModuleList([layer.experts[0]] * 4)
+    assert_error_names(lambda: parameter_counts(layer), ["share parameters"])
+    meta = torch.zeros(3, dtype=torch.long, device="meta")
+    assert_error_names(lambda: mutual_information(meta, meta, 2, 2), ["first", "meta"])

@@ -503,3 +503,12 @@ def test_a_converted_layer_of_the_block_is_named():
 def test_more_sizes_beyond_the_memory_are_refused(build, name, monkeypatch):
     monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
     assert_error_names(build, [name, "GiB"])
+
+
+def test_scan_inputs_on_another_device_and_unbroadcastable_shapes_are_named():
+    x, delta, A, B, C, D = scan_inputs(dtype=torch.float32)
+    state = torch.zeros(2, 6, 4, device="meta")
+    assert_error_names(lambda: sequential_scan(x, delta, A, B, C, D, state),
+                       ["state", "x's device", "meta"])
+    assert_error_names(lambda: discretize(torch.rand(2, 4), -torch.rand(4, 3), torch.rand(5, 3)),
+                       ["delta", "B", "leading dimensions", "(2, 4)", "(5, 3)"])
