@@ -257,7 +257,7 @@ def gathered_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Te
         out = hidden @ w2.transpose(1, 2)
     else:
         W1, b1, W2, b2 = (weight[chosen] for weight in stacked)
-        expert = experts[0]  # the activation and dropout, the same modules in every expert
+        expert = experts[0]  # its activation and dropout: make_expert builds every one alike
         hidden = expert.dropout(expert.activation(rows @ W1.transpose(1, 2) + b1.unsqueeze(1)))
         out = hidden @ W2.transpose(1, 2) + b2.unsqueeze(1)
     weights = routing.weights.t().reshape(-1, 1)
