@@ -140,6 +140,9 @@ class _LiveTensorBytes:
         import weakref
 
         storage = tensor.untyped_storage()
+        if storage.device.type == "meta":
+            raise ValueError("peak_tensor_bytes tells storages apart by their address, which "
+                             "meta tensors do not have (all are 0): run it on real tensors")
         key = (str(storage.device), storage.data_ptr())
         if storage.nbytes() == 0 or (key in inputs and key not in self.holders):
             return  # empty, or a view or in-place result of a tensor made before the call
@@ -316,6 +319,8 @@ def write_json(path: Path, payload: dict) -> Path:
     written before the failure is reported."""
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a dict, got {checks.describe(payload)}")
+    if not isinstance(path, str | Path):
+        raise TypeError(f"path must be a file path, got {checks.describe(path)}")
     try:
         ready = _json_ready(payload, "")
     except RecursionError:
@@ -333,6 +338,10 @@ def save_rows(rows: list[dict], metadata: dict, folder: Path, stem: str = "resul
         raise TypeError(f"rows must be a list of dicts, got {checks.describe(rows)}")
     if not isinstance(folder, str | Path):
         raise TypeError(f"folder must be a path, got {checks.describe(folder)}")
+    if not isinstance(stem, str) or not stem or Path(stem).name != stem:
+        raise ValueError(f"stem must be a file name without folders, got {stem!r}")
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise ValueError(f"folder must be a folder, got the file {folder}")
     if not rows:
         raise ValueError("rows must hold at least one measurement, got none")
     for i, row in enumerate(rows):

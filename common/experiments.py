@@ -59,5 +59,9 @@ def paired_difference(first: Sequence[float], second: Sequence[float]) -> Paired
     if not all(map(math.isfinite, differences)):
         raise ValueError("first - second overflows a float: the values are too large to "
                          "compare by their differences")
-    return PairedDifference(statistics.fmean(differences), statistics.stdev(differences),
-                            len(differences))
+    try:
+        return PairedDifference(statistics.fmean(differences), statistics.stdev(differences),
+                                len(differences))
+    except OverflowError:
+        raise ValueError("the differences' mean or spread overflows a float: the values are "
+                         "too large to compare by their differences") from None

@@ -101,9 +101,11 @@ def seeds_argument(text: str) -> tuple[int, ...]:
     except ValueError:
         seeds = ()
     # Below 2**32: torch.manual_seed's range on every platform, and far more than enough.
-    if not seeds or len(seeds) > MAX_SEEDS or not all(0 <= seed < 2**32 for seed in seeds):
+    if (not seeds or len(seeds) > MAX_SEEDS or len(set(seeds)) < len(seeds)
+            or not all(0 <= seed < 2**32 for seed in seeds)):
         raise argparse.ArgumentTypeError(f"seeds must be a range like 5-9 or a list like 5,7,11 "
-                                         f"of at most {MAX_SEEDS} ints from 0 to 2**32 - 1, "
+                                         f"of at most {MAX_SEEDS} distinct ints from 0 to "
+                                         f"2**32 - 1, "
                                          f"got {text!r}")
     return seeds
 
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(1, f"{parser.prog}: no day notebooks under {REPOSITORY_ROOT}; run it from "
                        f"a clone of the repository (pip install -e .), or name notebooks\n")
     for notebook in notebooks:
-        if not notebook.exists() or notebook.suffix != ".ipynb":
+        if not notebook.is_file() or notebook.suffix != ".ipynb":
             parser.error(f"notebooks: {notebook} is not an existing .ipynb file")
     if args.command in ("export", "all"):
         for notebook in notebooks:

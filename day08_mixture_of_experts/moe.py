@@ -75,11 +75,12 @@ class Router(nn.Module):
                              f"{tuple(x.shape)}")
         checks.like_weights(x, self.gate.weight, "router")
         logits = self.gate(x)
+        if self.noise is not None and self.training:
+            checks.like_weights(x, self.noise.weight, "router's noise")
+            logits = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
         if checks.values_readable(logits) and not logits.isfinite().all():
             raise ValueError("the router's logits overflow (x or the gate's weights are too "
                              "large for their dtype), so the softmax would be NaN")
-        if self.noise is not None and self.training:
-            logits = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
         # In float32 at least, as Mixtral's router does (MixtralTopKRouter.forward).
         probabilities = logits.softmax(-1, dtype=torch.promote_types(logits.dtype,
                                                                      torch.float32))
@@ -158,6 +159,10 @@ def check_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> None:
             chosen.min() < 0 or chosen.max() >= len(experts)):
         raise ValueError(f"routing chose experts {chosen.min().item()} to {chosen.max().item()}, "
                          f"but there are {len(experts)} experts (0 to {len(experts) - 1})")
+    if checks.values_readable(chosen) and chosen.size(1) > 1 and (
+            chosen.sort(dim=1).values.diff(dim=1) == 0).any():
+        raise ValueError("routing chose the same expert twice for a token: a token's top-k "
+                         "experts are distinct (the dispatches would disagree on its weight)")
     for index, expert in enumerate(experts):
         weight = next(expert.parameters(), None)
         if weight is not None:
@@ -229,15 +234,24 @@ def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
 def _stacked_expert_weights(experts: nn.ModuleList) -> tuple[str, list[Tensor]]:
     """("swiglu", [w1, w3, w2]) or ("ffn", [W1, b1, W2, b2]): every expert's weights stacked
     along a new first dimension, in autograd (their gradients reach the experts)."""
-    first = experts[0]
+    shapes = {tuple(tuple(p.shape) for p in expert.parameters()) for expert in experts}
+    if len(shapes) > 1:
+        raise ValueError(f"the gathered dispatch stacks the experts' weights, so the experts "
+                         f"must share one shape, got {len(shapes)} different ones")
     if all(isinstance(expert, SwiGLUExpert) for expert in experts):
         names = ("w1", "w3", "w2")
         return "swiglu", [torch.stack([getattr(e, n).weight for e in experts]) for n in names]
     if all(isinstance(expert, PositionwiseFeedForward) for expert in experts):
+        # One expert's activation and dropout serve all: they must be alike.
+        kinds = {(type(e.activation), repr(e.activation), e.dropout.p) for e in experts}
+        if len(kinds) > 1:
+            raise ValueError(f"the gathered dispatch runs every expert with one activation and "
+                             f"dropout, got {len(kinds)} different ones")
         return "ffn", [torch.stack([getattr(getattr(e, layer), part) for e in experts])
                        for layer in ("linear1", "linear2") for part in ("weight", "bias")]
-    raise TypeError(f"the gathered dispatch stacks SwiGLUExpert or PositionwiseFeedForward "
-                    f"experts, got {type(first).__name__}")
+    kinds = sorted({type(expert).__name__ for expert in experts})
+    raise TypeError(f"the gathered dispatch stacks experts that are all SwiGLUExpert or all "
+                    f"PositionwiseFeedForward, got {kinds}")
 
 
 def gathered_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Tensor:
@@ -582,6 +596,10 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     idle = 0
     for layer in moe_layers(model):
         sizes = {sum(p.numel() for p in expert.parameters()) for expert in layer.experts}
+        if len(layer.experts) < layer.router.top_k:
+            raise ValueError(f"a layer has {len(layer.experts)} experts for its router's "
+                             f"top_k={layer.router.top_k}: the experts were replaced after "
+                             f"construction")
         if len(sizes) != 1:
             raise ValueError(f"the experts of a layer must have one size to count the active "
                              f"parameters, got sizes {sorted(sizes)}")
@@ -633,8 +651,9 @@ def mutual_information(first: Tensor, second: Tensor, first_values: int,
         if sample.min() < 0 or sample.max() >= values:
             raise ValueError(f"{name} must hold values from 0 to {name}_values - 1 = "
                              f"{values - 1}, got {sample.min().item()} to {sample.max().item()}")
-    checks.affordable(first_values * second_values, "first_values * second_values",
-                      first_values * second_values)
+    cells = checks.positive_int(first_values, "first_values") * checks.positive_int(
+        second_values, "second_values")  # Python ints: a NumPy product could wrap around
+    checks.affordable(cells, "first_values * second_values", cells)
     joint = torch.zeros(first_values, second_values, device=first.device)
     # int64 indices: uint8 ones would index as a boolean mask
     joint.index_put_((first.long(), second.long()), torch.ones(len(first), device=first.device),
@@ -686,6 +705,9 @@ def train_moe_digits(build, epochs: int = 10, batch_size: int = 64,
             logits = model(x_train[batch])
             loss = F.cross_entropy(logits, y_train[batch]) + auxiliary_loss(
                 model, balance_weight, z_weight)
+            if not loss.isfinite():
+                raise FloatingPointError(f"training diverged: the loss is {loss.item()} "
+                                         f"(learning_rate={learning_rate}); try a lower rate")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -37,17 +37,17 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "mamba") -> tu
                          f"got shapes {tuple(delta.shape)} and {tuple(B.shape)}") from None
     delta_A = delta.unsqueeze(-1) * A                       # (..., E, N)
     A_bar = torch.exp(delta_A)
-    if method == "zoh":  # (exp(dA) - 1) / A * B, entry by entry; its limit delta B at A = 0
-        zero = A == 0
-        ratio = torch.expm1(delta_A) / torch.where(zero, torch.ones_like(A), A)
-        B_bar = torch.where(zero, delta.unsqueeze(-1), ratio) * B.unsqueeze(-2)
-    else:
-        B_bar = delta.unsqueeze(-1) * B.unsqueeze(-2)
-    # A reduction, not an elementwise test: no second tensor the size of A_bar.
-    largest = math.log(torch.finfo(delta_A.dtype).max)
-    if checks.values_readable(delta_A) and delta_A.numel() and delta_A.max() > largest:
-        raise ValueError("exp(delta A) overflows: with A > 0 the system grows, and delta A is "
-                         "too large for the dtype")
+    B_bar = delta.unsqueeze(-1) * B.unsqueeze(-2)
+    if method == "zoh":  # times expm1(dA) / dA, entry by entry: its limit 1 where dA is 0,
+        zero = delta_A == 0  # also where a tiny A times delta underflows to 0
+        safe = torch.where(zero, torch.ones_like(delta_A), delta_A)
+        B_bar = B_bar * torch.where(zero, torch.ones_like(delta_A), torch.expm1(safe) / safe)
+    # Reductions, not elementwise tests: no second tensor the size of A_bar.
+    if checks.values_readable(delta_A) and delta_A.numel() and not (
+            delta_A.max() <= math.log(torch.finfo(delta_A.dtype).max)
+            and B_bar.amax().isfinite() and B_bar.amin().isfinite()):
+        raise ValueError("exp(delta A) or B_bar overflows the dtype: delta A is too large (with "
+                         "A > 0 the system grows), or delta B is")
     return A_bar, B_bar
 
 
@@ -173,6 +173,9 @@ class MambaBlock(nn.Module):
         # delta = softplus(dt_proj(...) + bias) starts log-uniform in [dt_min, dt_max].
         dt = torch.exp(torch.rand(E) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt_bias = dt + torch.log(-torch.expm1(-dt))  # the inverse of softplus
+        if not dt_bias.isfinite().all():
+            raise ValueError(f"dt_min={dt_min} is too small for float32: softplus's inverse "
+                             "of delta would be -inf")
         if self.selective:
             self.x_proj = nn.Linear(E, self.dt_rank + 2 * N, bias=False)
             self.dt_proj = nn.Linear(self.dt_rank, E)
@@ -277,6 +280,8 @@ class MambaBlock(nn.Module):
         window = torch.cat([state.conv, u.unsqueeze(-1)], dim=-1)       # (batch, E, k)
         u = F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias)
         delta, B, C = (t.squeeze(1) for t in self.selection(u.unsqueeze(1)))
+        for records in self.recorders:  # one token: (batch, 1, ...) as a sequence's would be
+            records.append(tuple(t.detach().unsqueeze(1) for t in (delta, B, C)))
         A_bar, B_bar = discretize(delta, -torch.exp(self.A_log), B)     # (batch, E, N)
         ssm = A_bar * state.ssm + B_bar * u.unsqueeze(-1)
         y = (ssm * C.unsqueeze(1)).sum(-1) + u * self.D
@@ -308,7 +313,8 @@ def ssd_matrix_form(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     Same arguments as `sequential_scan`, without a state; returns y (batch, L, E)."""
     _check_scan_inputs(x, delta, A, B, C, D, None)
     batch, length, channels = x.shape
-    checks.affordable(3 * batch * length * length * channels, "x's length", length)
+    checks.affordable(3 * batch * length * length * channels, "x's shape (batch, L, E)",
+                      tuple(x.shape))  # three (batch, L, L, E) tensors
     if not torch.equal(A, A[:, :1].expand_as(A)):
         raise ValueError("A must hold one value per channel (every row constant) for the "
                          "matrix form; a diagonal A with different entries has no single L")
@@ -329,10 +335,20 @@ class RMSNorm(nn.Module):
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(checks.positive_int(d_model, "d_model")))
-        self.eps = checks.positive_float(eps, "eps")
-        if self.eps < torch.finfo(torch.float32).tiny:  # it would round to 0: 0 / 0 for zeros
+        self.eps = eps  # checked by the property below
+
+    @property
+    def eps(self) -> float:
+        """Added to the mean square; it may be changed, and is checked when it is."""
+        return self._eps
+
+    @eps.setter
+    def eps(self, value: float) -> None:
+        value = checks.positive_float(value, "eps")
+        if value < torch.finfo(torch.float32).tiny:  # it would round to 0: 0 / 0 for zeros
             raise ValueError(f"eps must be at least {torch.finfo(torch.float32).tiny:.2e}, "
-                             f"float32's smallest normal number, got {eps}")
+                             f"float32's smallest normal number, got {value}")
+        self._eps = value
 
     def forward(self, x: Tensor) -> Tensor:
         checks.floating_tensor(x, "x")
@@ -340,8 +356,11 @@ class RMSNorm(nn.Module):
             raise ValueError(f"x must have last dimension d_model={self.weight.numel()}, got "
                              f"shape {tuple(x.shape)}")
         wide = x.to(torch.promote_types(x.dtype, torch.float32))
-        return self.weight * (wide * torch.rsqrt(wide.square().mean(-1, keepdim=True) + self.eps)
-                              ).to(x.dtype)
+        mean_square = wide.square().mean(-1, keepdim=True)
+        if checks.values_readable(mean_square) and not mean_square.isfinite().all():
+            raise ValueError(f"x's square overflows {wide.dtype} (|x| up to "
+                             f"{x.abs().max().item():.3g}): give RMSNorm float64 inputs")
+        return self.weight * (wide * torch.rsqrt(mean_square + self.eps)).to(x.dtype)
 
 
 def check_tokens(tokens: Tensor, vocab_size: int) -> None:
@@ -462,8 +481,8 @@ def selective_copying(batch: int, length: int = 28, memorize: int = 4, vocab: in
     memorize, vocab = checks.positive_int(memorize, "memorize"), checks.positive_int(vocab,
                                                                                      "vocab")
     # int64 inputs, and a float of random order for each of `length` places
-    checks.affordable(batch * (length + memorize) + batch * length, "length", length,
-                      bytes_per_element=8)
+    checks.affordable(batch * (length + memorize) + batch * length, "batch x length",
+                      f"{batch} x {length}", bytes_per_element=8)
     if vocab > 2**31:  # token ids stay far inside int64, whatever is added to them
         raise ValueError(f"vocab must be at most 2**31, got {vocab}")
     if memorize > length:
@@ -570,8 +589,18 @@ def train_copying(build, steps: int = 500, batch: int = 16, learning_rate: float
     for step in range(1, steps + 1):
         model.train()
         inputs, targets = selective_copying(batch, length, memorize, vocab, data)
-        logits = model(inputs)[:, -memorize:]
+        try:  # after a first step, an overflow inside the model is the training's doing
+            logits = model(inputs)[:, -memorize:]
+        except ValueError as error:
+            if step == 1:
+                raise
+            raise FloatingPointError(f"training diverged at step {step} (learning_rate="
+                                     f"{learning_rate}; try a lower rate): {error}") from error
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        if not loss.isfinite():
+            raise FloatingPointError(f"training diverged at step {step}: the loss is "
+                                     f"{loss.item()} (learning_rate={learning_rate}); try a "
+                                     "lower rate")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -284,3 +284,15 @@ def test_peak_tensor_bytes_counts_what_a_call_holds_at_its_peak():
     assert bench.peak_tensor_bytes(in_place_and_views) == 100 * 100 * 4
     scores = bench.peak_tensor_bytes(lambda: torch.randn(1, 64, 8) @ torch.randn(1, 8, 64))
     assert scores == (64 * 8 * 2 + 64 * 64) * 4
+
+
+def test_the_second_fresh_misuse_of_the_writers_is_named(tmp_path):
+    with pytest.raises(ValueError, match="stem must be a file name"):
+        bench.save_rows([{"a": 1}], {}, tmp_path, stem=None)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="folder must be a folder"):
+        bench.save_rows([{"a": 1}], {}, tmp_path / "afile")
+    with pytest.raises(TypeError, match="path must be a file path"):
+        bench.write_json(None, {"a": 1})
+    with pytest.raises(ValueError, match="meta tensors"):
+        bench.peak_tensor_bytes(lambda: torch.ones(1000, device="meta") + 1)

@@ -88,3 +88,9 @@ def test_reseed_refuses_a_notebook_without_seeds(tmp_path):
     path = _notebook(tmp_path / "plain.ipynb", "seeds = (0, 1)", "print(1)")
     assert not has_seeds(path)
     assert_error_names(lambda: reseed_notebook(path, (1,)), ["plain.ipynb", "SEEDS = ..."])
+
+
+def test_repeated_seeds_and_overflowing_spreads_are_refused():
+    with pytest.raises(argparse.ArgumentTypeError, match="distinct"):
+        seeds_argument("0,0")
+    assert_error_names(lambda: paired_difference([1.7e308, -1.7e308], [0, 0]), ["overflows"])

@@ -7,6 +7,7 @@ import io
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -637,3 +638,30 @@ def test_experts_that_share_one_module_have_no_active_count():
     assert_error_names(lambda: parameter_counts(layer), ["share parameters"])
     meta = torch.zeros(3, dtype=torch.long, device="meta")
     assert_error_names(lambda: mutual_information(meta, meta, 2, 2), ["first", "meta"])
+
+
+def test_the_second_fresh_misuse_is_named():
+    """A helper's second round: mixed experts in the gathered dispatch used the first one's
+    activation for all; a token choosing one expert twice made the dispatches disagree; fewer
+    experts than top_k made the active count exceed the total; noise overflowed unchecked."""
+    layer = MixtureOfExperts(16, 32, 4, 2, expert="gelu", dispatch="gathered")
+    layer.experts[1] = make_expert("relu", 16, 32)
+    assert_error_names(lambda: layer(torch.randn(3, 16)), ["one activation", "2 different"])
+    layer.experts[1] = make_expert("gelu", 16, 8)
+    assert_error_names(lambda: layer(torch.randn(3, 16)), ["one shape"])
+    twice = Routing(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 2),
+                    torch.tensor([[0, 0], [1, 2]]))
+    experts = nn.ModuleList(SwiGLUExpert(8, 16) for _ in range(3))
+    for dispatch in (naive_dispatch, sorted_dispatch, gathered_dispatch):
+        assert_error_names(lambda d=dispatch: d(torch.randn(2, 8), experts, twice),
+                           ["same expert twice"])
+    truncated = MixtureOfExperts(16, 32, 4, 2)
+    truncated.experts = truncated.experts[:1]
+    assert_error_names(lambda: parameter_counts(truncated), ["1 experts", "top_k=2"])
+    noisy = Router(16, 4, noisy=True).train()
+    with torch.no_grad():
+        noisy.noise.weight.fill_(1e38)
+    assert_error_names(lambda: noisy(torch.ones(3, 16)), ["logits overflow"])
+    assert_error_names(lambda: mutual_information(torch.tensor([0]), torch.tensor([0]),
+                                                  np.int64(2**33), np.int64(2**31)),
+                       ["first_values * second_values", "GiB"])

@@ -359,7 +359,7 @@ def test_the_sweep_command_writes_every_run_and_delta_for_mamba(tmp_path):
 @pytest.mark.parametrize("build, name", [
     (lambda: MambaBlock(8, d_state=10**7), "d_state"),
     (lambda: convolution_kernel(MambaBlock(8, selective=False), 10**9), "length"),
-    (lambda: selective_copying(2, length=10**9), "length"),
+    (lambda: selective_copying(2, length=10**9), "batch x length"),
     (lambda: TransformerLM(6, 16, 1, 4, 32, max_len=10**9), "max_len"),
 ])
 def test_sizes_beyond_the_memory_are_refused_before_allocating(build, name, monkeypatch):
@@ -471,6 +471,13 @@ def test_recordings_nest_and_survive_copies_and_pickling():
 @pytest.mark.parametrize("call, words, error", [
     (lambda: discretize(torch.tensor([100.0]), torch.tensor([[1.0]]), torch.tensor([1.0])),
      ["overflows", "A > 0"], ValueError),
+    (lambda: discretize(torch.tensor([4.0]).half(), -torch.ones(1, 1).half(),
+                        torch.tensor([30000.0]).half()), ["B_bar overflows"], ValueError),
+    (lambda: MambaBlock(16, dt_min=1e-300), ["dt_min", "-inf"], ValueError),
+    (lambda: RMSNorm(4)(torch.full((1, 4), 1e20)), ["overflows", "float64"], ValueError),
+    (lambda: setattr(RMSNorm(4), "eps", 0), ["eps", "0"], ValueError),
+    (lambda: train_copying(lambda: MambaLM(6, 8, 1, d_state=4), steps=3, learning_rate=1e6,
+                           test_sequences=8), ["diverged", "learning_rate"], FloatingPointError),
     (lambda: MambaBlock(16, dt_max=1e300), ["dt_max", "1e3"], ValueError),
     (lambda: RMSNorm(4, eps=1e-300), ["eps", "float32"], ValueError),
     (lambda: delta_by_token(MambaLM(6, 8, 1, d_state=4), torch.zeros(2, 10, dtype=torch.long)),
@@ -498,7 +505,7 @@ def test_a_converted_layer_of_the_block_is_named():
     (lambda: TransformerLM(10**9, 16, 1, 4, 32), "vocab_size"),
     (lambda: ssd_matrix_form(*[torch.zeros(1, 60000, 2)] * 2, -torch.ones(2, 1),
                              torch.zeros(1, 60000, 1), torch.zeros(1, 60000, 1), torch.ones(2)),
-     "length"),
+     "x's shape"),
 ])
 def test_more_sizes_beyond_the_memory_are_refused(build, name, monkeypatch):
     monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
