@@ -263,23 +263,38 @@ def environment(device: str | torch.device) -> dict:
     return info
 
 
+_open_containers: set[int] = set()  # the lists and dicts that _json_ready is inside
+
+
 def _json_ready(value, where: str):
     """`value` with NaN and infinities as None, tuples as lists and NumPy numbers as Python
     ones; TypeError naming `where` (the key path, e.g. rows[3]["ms"]) for anything that JSON
     cannot hold, instead of json's "Object of type Tensor is not JSON serializable"."""
     if value is None or isinstance(value, str | bool):
         return value
+    if type(value).__name__ == "bool" and type(value).__module__ == "numpy":  # np.bool_
+        return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value) if math.isfinite(value) else None
+    if isinstance(value, list | tuple | dict) and id(value) in _open_containers:
+        raise ValueError(f"{where or 'payload'} contains itself (a list or dict inside "
+                         "itself), which JSON cannot write")
     if isinstance(value, list | tuple):
-        return [_json_ready(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        _open_containers.add(id(value))
+        try:
+            return [_json_ready(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        finally:
+            _open_containers.discard(id(value))
     if isinstance(value, dict):
         for key in value:
             if not isinstance(key, str | int | float | bool | None):
                 raise TypeError(f"{where or 'payload'} has the key {checks.describe(key)}; "
                                 f"JSON holds str, int, float, bool or None keys")
+            if isinstance(key, float) and not math.isfinite(key):
+                raise ValueError(f"{where or 'payload'} has the key {key!r}; JSON has no NaN "
+                                 "or infinity")
         # JSON's keys are strings: 1 and "1" would both be written as "1", and reading the
         # file back would keep only the last.
         written = [json.dumps(key) if not isinstance(key, str) else key for key in value]
@@ -287,8 +302,12 @@ def _json_ready(value, where: str):
         if len(set(written)) != len(written):
             raise ValueError(f"{where or 'payload'} has keys that JSON writes alike: "
                              f"{list(value)}; make them distinct as strings")
-        return {key: _json_ready(item, f"{where}[{json.dumps(key)}]" if where else str(key))
-                for key, item in value.items()}
+        _open_containers.add(id(value))
+        try:
+            return {key: _json_ready(item, f"{where}[{json.dumps(key)}]" if where else str(key))
+                    for key, item in value.items()}
+        finally:
+            _open_containers.discard(id(value))
     raise TypeError(f"{where} cannot be written as JSON: got {checks.describe(value)}; "
                     f"expected None, a bool, a number, a str, or a list or dict of them")
 
@@ -324,8 +343,9 @@ def write_json(path: Path, payload: dict) -> Path:
     try:
         ready = _json_ready(payload, "")
     except RecursionError:
-        raise ValueError("payload contains itself (a list or dict inside itself), which JSON "
-                         "cannot write") from None
+        raise ValueError("payload is nested deeper than Python's recursion limit") from None
+    finally:
+        _open_containers.clear()
     return _write_whole(path, _json_text(ready))
 
 

@@ -404,6 +404,8 @@ def _stacked(moe: MixtureOfExperts) -> tuple[Tensor, Tensor, Tensor]:
     if not all(isinstance(expert, SwiGLUExpert) for expert in moe.experts):
         raise ValueError("Hugging Face's MoE blocks have SwiGLU experts: build with "
                          "expert='swiglu'")
+    if len({expert.w1.weight.shape for expert in moe.experts}) > 1:
+        raise ValueError("Hugging Face's MoE blocks have experts of one size; these differ")
     return tuple(torch.stack([getattr(e, name).weight for e in moe.experts]).detach()
                  for name in ("w1", "w3", "w2"))
 
@@ -614,6 +616,9 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 def expert_share(layer: MixtureOfExperts) -> Tensor:
     """(num_experts,): the fraction of the last call's kept assignments that each expert took."""
     routing, kept = checks.module(layer, "layer", MixtureOfExperts)._last()
+    if not checks.values_readable(routing.experts):
+        raise ValueError("layer's last call ran on the meta device: there are no choices to "
+                         "count")
     chosen = routing.experts[kept]
     return torch.bincount(chosen, minlength=len(layer.experts)).float() / max(len(chosen), 1)
 
@@ -622,6 +627,8 @@ def share_entropy(share: Tensor) -> float:
     """The entropy of an expert share in units of log(num_experts): 1 when every expert takes
     the same share, 0 when one expert takes everything."""
     checks.floating_tensor(share, "share", dims=1)
+    if share.device.type == "meta":
+        raise ValueError("share must hold values; a meta tensor holds none")
     if len(share) < 2:
         raise ValueError(f"share must be one share per expert, at least 2, got shape "
                          f"{tuple(share.shape)}")
@@ -692,6 +699,15 @@ def train_moe_digits(build, epochs: int = 10, batch_size: int = 64,
     x_train, y_train, x_test, y_test = load_digits_split()
     torch.manual_seed(seed)
     model = checks.built_model(build())
+    wanted = "build must return a model from (batch, 1, 8, 8) digits to (batch, 10) logits"
+    try:
+        with torch.no_grad():
+            logits = model(x_train[:2])
+    except RuntimeError as error:  # the shapes do not fit: say so in the user's terms
+        raise ValueError(f"{wanted}; a batch of 2 failed: {error}") from error
+    if not isinstance(logits, Tensor) or logits.shape != (2, 10):
+        raise ValueError(f"{wanted}, got {getattr(logits, 'shape', type(logits))} for a "
+                         "batch of 2")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.05)
     steps = epochs * math.ceil(len(y_train) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps,

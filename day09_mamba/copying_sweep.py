@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--output: cannot make the folder {args.output.parent}: {error}")
     if args.output.is_dir():
         parser.error(f"--output must be a file path, got the folder {args.output}")
+    probe = args.output.with_name(args.output.name + ".partial")
+    try:  # can the file be written there at all?
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        parser.error(f"--output: cannot write {args.output}: {error}")
     torch.set_num_threads(1)  # small tensors: one thread is faster and steadier
     results = sweep(args.seeds, args.learning_rates, args.steps, args.models)
     bench.write_json(args.output, results)

@@ -51,6 +51,14 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "mamba") -> tu
     return A_bar, B_bar
 
 
+def _check_stable(A: Tensor, form: str) -> None:
+    # The parallel forms multiply or subtract many steps' decays at once: with A > 0 those
+    # products overflow, where the sequential scan only grows as the system does.
+    if checks.values_readable(A) and A.numel() and A.max() > 0:
+        raise ValueError(f"A must be <= 0 (a stable system, as Mamba's A = -exp(A_log)) for "
+                         f"{form}; use sequential_scan for A > 0")
+
+
 def _check_scan_inputs(x, delta, A, B, C, D, state):
     checks.floating_tensor(x, "x", dims=3)
     for name, value in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D)):
@@ -105,6 +113,7 @@ def associative_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, 
     position t >= 2^k absorbs position t - 2^k. Same arguments and results as
     `sequential_scan`."""
     _check_scan_inputs(x, delta, A, B, C, D, state)
+    _check_stable(A, "the associative scan")
     a, b = discretize(delta, A, B)
     b = b * x.unsqueeze(-1)                                 # (batch, L, E, N)
     if state is not None:  # the entering state flows in through the first step
@@ -145,11 +154,13 @@ class MambaBlock(nn.Module):
                  dt_rank: int | None = None, selective: bool = True, scan: str = "sequential",
                  dt_min: float = 1e-3, dt_max: float = 0.1):
         super().__init__()
-        self.d_model = checks.positive_int(d_model, "d_model")
-        self.d_state = checks.positive_int(d_state, "d_state")
-        self.d_inner = self.d_model * checks.positive_int(expand, "expand")
-        self.d_conv = checks.positive_int(d_conv, "d_conv")
-        self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else checks.positive_int(
+        # The sizes are fixed at construction (read-only properties below): the parameters'
+        # shapes follow from them.
+        self._d_model = checks.positive_int(d_model, "d_model")
+        self._d_state = checks.positive_int(d_state, "d_state")
+        self._d_inner = self.d_model * checks.positive_int(expand, "expand")
+        self._d_conv = checks.positive_int(d_conv, "d_conv")
+        self._dt_rank = math.ceil(d_model / 16) if dt_rank is None else checks.positive_int(
             dt_rank, "dt_rank")
         # Fixed at construction (a read-only property): it decides which parameters exist.
         self._selective = checks.as_bool(selective, "selective")
@@ -191,6 +202,11 @@ class MambaBlock(nn.Module):
 
     selective = property(lambda self: self._selective,
                          doc="Whether delta, B and C depend on the token (read-only).")
+    d_model = property(lambda self: self._d_model, doc="The width of x (read-only).")
+    d_state = property(lambda self: self._d_state, doc="N, the state size (read-only).")
+    d_inner = property(lambda self: self._d_inner, doc="E = expand * d_model (read-only).")
+    d_conv = property(lambda self: self._d_conv, doc="The convolution's kernel (read-only).")
+    dt_rank = property(lambda self: self._dt_rank, doc="The rank of delta's code (read-only).")
 
     @property
     def scan(self) -> str:
@@ -312,6 +328,7 @@ def ssd_matrix_form(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     Needs A with one value per channel (all N entries of a row equal, Mamba-2's scalar A).
     Same arguments as `sequential_scan`, without a state; returns y (batch, L, E)."""
     _check_scan_inputs(x, delta, A, B, C, D, None)
+    _check_stable(A, "the matrix form")
     batch, length, channels = x.shape
     checks.affordable(3 * batch * length * length * channels, "x's shape (batch, L, E)",
                       tuple(x.shape))  # three (batch, L, L, E) tensors
@@ -637,6 +654,8 @@ def delta_by_token(model: nn.Module, inputs: Tensor) -> list[Tensor]:
     """For each MambaBlock of `model` run on selective-copying `inputs`: (2, E), each
     channel's mean delta on the data tokens (row 0) and on the noise tokens (row 1)."""
     checks.tensor(inputs, "inputs", dims=2)
+    if inputs.device.type == "meta":
+        raise ValueError("inputs must hold token ids; a meta tensor holds none")
     data, noise = inputs > MARKER, inputs == NOISE
     if not data.any() or not noise.any():
         raise ValueError("inputs must hold data tokens and noise tokens (selective_copying's "

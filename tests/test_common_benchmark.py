@@ -5,6 +5,7 @@ import contextlib
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -296,3 +297,18 @@ def test_the_second_fresh_misuse_of_the_writers_is_named(tmp_path):
         bench.write_json(None, {"a": 1})
     with pytest.raises(ValueError, match="meta tensors"):
         bench.peak_tensor_bytes(lambda: torch.ones(1000, device="meta") + 1)
+
+
+def test_numpy_bools_nan_keys_and_deep_nesting_are_handled(tmp_path):
+    bench.write_json(tmp_path / "bool.json", {"a": np.bool_(True)})
+    assert json.loads((tmp_path / "bool.json").read_text()) == {"a": True}
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        bench.write_json(tmp_path / "nan.json", {float("nan"): 1})
+    deep = current = {}
+    for _ in range(3000):
+        current["a"] = {}
+        current = current["a"]
+    with pytest.raises(ValueError, match="nested deeper"):
+        bench.write_json(tmp_path / "deep.json", deep)
+    shared = [1, 2]
+    bench.write_json(tmp_path / "shared.json", {"x": shared, "y": shared})  # not a cycle

@@ -665,3 +665,15 @@ def test_the_second_fresh_misuse_is_named():
     assert_error_names(lambda: mutual_information(torch.tensor([0]), torch.tensor([0]),
                                                   np.int64(2**33), np.int64(2**31)),
                        ["first_values * second_values", "GiB"])
+
+
+def test_the_third_round_of_misuse_is_named():
+    unequal = MixtureOfExperts(16, 32, 4, 2)
+    unequal.experts[1] = SwiGLUExpert(16, 8)
+    assert_error_names(lambda: hugging_face_twin(unequal), ["one size"])
+    meta = MixtureOfExperts(8, 16, 4, 2, dispatch="gathered").to("meta")
+    meta(torch.zeros(3, 8, device="meta"))
+    assert_error_names(lambda: expert_share(meta), ["meta"])
+    assert_error_names(lambda: share_entropy(torch.ones(4, device="meta") / 4), ["share", "meta"])
+    assert_error_names(lambda: train_moe_digits(lambda: nn.Linear(64, 10), epochs=1),
+                       ["build", "(batch, 10) logits"])

@@ -519,3 +519,20 @@ def test_scan_inputs_on_another_device_and_unbroadcastable_shapes_are_named():
                        ["state", "x's device", "meta"])
     assert_error_names(lambda: discretize(torch.rand(2, 4), -torch.rand(4, 3), torch.rand(5, 3)),
                        ["delta", "B", "leading dimensions", "(2, 4)", "(5, 3)"])
+
+
+def test_the_third_round_of_misuse_is_named(tmp_path):
+    block = MambaBlock(8)
+    for name in ("d_state", "d_conv", "d_model", "d_inner", "dt_rank"):
+        with pytest.raises(AttributeError, match=name):
+            setattr(block, name, 2)
+    x, delta, A, B, C, D = scan_inputs()
+    A_positive = torch.ones_like(A)
+    for parallel in (associative_scan, ssd_matrix_form):
+        assert_error_names(lambda p=parallel: p(x, delta, A_positive, B, C, D),
+                           ["A must be <= 0", "sequential_scan"])
+    model = MambaLM(6, 8, 1, d_state=4)
+    meta = torch.zeros(1, 10, dtype=torch.long, device="meta")
+    assert_error_names(lambda: delta_by_token(model, meta), ["inputs", "meta"])
+    with pytest.raises(SystemExit):  # before any training: the file cannot be written there
+        copying_sweep.main(["--steps", "1", "--output", "/proc/sweep.json"])
