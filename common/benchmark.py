@@ -368,6 +368,9 @@ def save_rows(rows: list[dict], metadata: dict, folder: Path, stem: str = "resul
         if not isinstance(row, dict):
             raise TypeError(f"rows[{i}] must be a dict, got {checks.describe(row)}")
     ready = _json_ready({"metadata": metadata, "rows": rows}, "")
+    columns = [str(key) for key in dict.fromkeys(k for row in ready["rows"] for k in row)]
+    if len(set(columns)) < len(columns):  # the CSV's header would name two columns alike
+        raise ValueError(f"rows have keys that a CSV header writes alike: {columns}")
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
     writer.writeheader()

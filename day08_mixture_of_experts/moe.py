@@ -151,6 +151,10 @@ def check_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> None:
         raise ValueError(f"routing.weights must be {x.dtype} of routing.experts' shape "
                          f"{tuple(routing.experts.shape)}, got {routing.weights.dtype} of shape "
                          f"{tuple(routing.weights.shape)}")
+    for name in ("experts", "weights"):
+        if getattr(routing, name).device != x.device:
+            raise ValueError(f"routing.{name} must be on x's device {x.device}, got "
+                             f"{getattr(routing, name).device}")
     tokens = routing.experts.size(0)
     if x.size(0) != tokens:
         raise ValueError(f"x must hold the routing's {tokens} tokens, got {x.size(0)}")

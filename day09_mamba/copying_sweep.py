@@ -37,6 +37,10 @@ def sweep(seeds, learning_rates=LEARNING_RATES, steps=STEPS, models=None,
         raise ValueError(f"models must be names from {list(COPYING_MODELS)}, got {models}")
     seeds = [checks.non_negative_int(seed, "seeds") for seed in seeds]
     learning_rates = [checks.positive_float(rate, "learning_rates") for rate in learning_rates]
+    for name, values in (("seeds", seeds), ("learning_rates", learning_rates),
+                         ("models", models)):
+        if len(set(values)) < len(values):  # a repeat would count twice in every statistic
+            raise ValueError(f"{name} must be distinct, got {list(values)}")
     steps = sorted({checks.positive_int(step, "steps") for step in steps})
     if not seeds or not learning_rates or not steps:
         raise ValueError("seeds, learning_rates and steps must each name at least one value")
@@ -97,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as error:
         parser.error(f"--output: cannot write {args.output}: {error}")
     torch.set_num_threads(1)  # small tensors: one thread is faster and steadier
-    results = sweep(args.seeds, args.learning_rates, args.steps, args.models)
+    try:
+        results = sweep(args.seeds, args.learning_rates, args.steps, args.models)
+    except ValueError as error:  # repeated values, named before any training
+        parser.error(str(error))
     bench.write_json(args.output, results)
     print(f"wrote {len(results['runs'])} runs to {args.output}", file=sys.stderr)
 

@@ -470,6 +470,9 @@ def hugging_face_lm(model: MambaLM) -> nn.Module:
     block = model.layers[0].mixer
     if not all(layer.mixer.selective for layer in model.layers):
         raise ValueError("Hugging Face's MambaMixer is selective: build with selective=True")
+    epsilons = {model.norm.eps, *(layer.norm.eps for layer in model.layers)}
+    if len(epsilons) > 1:  # its config has one layer_norm_epsilon for every norm
+        raise ValueError(f"Hugging Face's Mamba has one RMSNorm epsilon, got {sorted(epsilons)}")
     config = hugging_face_config(block, vocab_size=model.embedding.num_embeddings,
                                  num_hidden_layers=len(model.layers),
                                  layer_norm_epsilon=model.norm.eps,

@@ -312,3 +312,9 @@ def test_numpy_bools_nan_keys_and_deep_nesting_are_handled(tmp_path):
         bench.write_json(tmp_path / "deep.json", deep)
     shared = [1, 2]
     bench.write_json(tmp_path / "shared.json", {"x": shared, "y": shared})  # not a cycle
+
+
+def test_csv_columns_that_collide_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="CSV header"):
+        bench.save_rows([{1: "int"}, {"1": "str"}], {}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

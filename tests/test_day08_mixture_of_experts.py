@@ -677,3 +677,13 @@ def test_the_third_round_of_misuse_is_named():
     assert_error_names(lambda: share_entropy(torch.ones(4, device="meta") / 4), ["share", "meta"])
     assert_error_names(lambda: train_moe_digits(lambda: nn.Linear(64, 10), epochs=1),
                        ["build", "(batch, 10) logits"])
+
+
+def test_a_routing_on_another_device_is_named():
+    """A third round: meta indices with CPU tokens gave garbage (the value check skips meta)."""
+    experts = nn.ModuleList(SwiGLUExpert(8, 16) for _ in range(3))
+    routing = Routing(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 1),
+                      torch.tensor([[0], [1]], device="meta"))
+    for dispatch in (naive_dispatch, sorted_dispatch, gathered_dispatch):
+        assert_error_names(lambda d=dispatch: d(torch.randn(2, 8), experts, routing),
+                           ["routing.experts", "x's device"])

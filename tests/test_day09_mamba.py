@@ -536,3 +536,13 @@ def test_the_third_round_of_misuse_is_named(tmp_path):
     assert_error_names(lambda: delta_by_token(model, meta), ["inputs", "meta"])
     with pytest.raises(SystemExit):  # before any training: the file cannot be written there
         copying_sweep.main(["--steps", "1", "--output", "/proc/sweep.json"])
+
+
+def test_a_third_round_repeats_and_mismatched_epsilons_are_named(tmp_path):
+    model = MambaLM(6, 8, 2, d_state=4)
+    model.layers[0].norm.eps = 0.1
+    assert_error_names(lambda: hugging_face_lm(model), ["one RMSNorm epsilon", "0.1"])
+    for repeat in (["--learning-rates", "0.01", "0.01"], ["--models", "Mamba", "Mamba"]):
+        with pytest.raises(SystemExit):
+            copying_sweep.main([*repeat, "--steps", "1", "--output", str(tmp_path / "r.json")])
+    assert not (tmp_path / "r.json").exists()
