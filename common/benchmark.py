@@ -321,6 +321,8 @@ def _write_whole(path: Path, text: str) -> Path:
     """`text` written to a temporary file and then renamed, so that a run stopped while
     writing leaves the previous complete file, and a failed write leaves no temporary one."""
     path = Path(path)
+    if not path.parent.is_dir():  # else the error would name the temporary file
+        raise FileNotFoundError(f"path's folder {path.parent} does not exist (path={path})")
     partial = path.with_name(path.name + ".partial")
     try:
         partial.write_text(text, newline="")  # as made: the CSV's own line ends, "\r\n"
@@ -391,6 +393,11 @@ def plot_panels(rows: list[dict], path: Path, quantity: str, label: str, x: str,
     rows = [r for r in rows if r.get(quantity) is not None]
     if not rows:
         return None
+    for i, row in enumerate(rows):
+        missing = [key for key in (x, line) if key not in row]
+        if missing:
+            raise ValueError(f"rows[{i}] has {quantity!r} but no {missing} (the x axis and the "
+                             f"line's key): keys {sorted(map(str, row))}")
     panels = sorted({panel(r) for r in rows})
     fig = Figure(figsize=(4.2 * len(panels), 3.8))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -412,15 +419,27 @@ def format_table(rows: Iterable[dict], columns: Sequence[tuple[str, str, str]]) 
     """A fixed-width text table. `columns` are (key, header, format spec); numbers (a spec)
     align right, text left. A row whose "status" is not "ok" shows the status and its note
     in place of the figures."""
+    columns = list(columns)
+    for column in columns:
+        if not (isinstance(column, tuple | list) and len(column) == 3
+                and all(isinstance(part, str) for part in column)):
+            raise ValueError(f"columns must be (key, header, format spec) string triples, got "
+                             f"{column!r}")
     texts = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"rows[{i}] must be a dict, got {checks.describe(row)}")
         cells = []
         for key, _, spec in columns:
             if spec and row.get("status", "ok") != "ok":
-                cells.append(f"{row['status']}  {row.get('note', '')[:60]}")
+                cells.append(f"{row['status']}  {str(row.get('note', ''))[:60]}")
                 break
             value = row.get(key)
-            cells.append("-" if value is None else format(value, spec) if spec else str(value))
+            try:
+                cells.append("-" if value is None else format(value, spec) if spec else str(value))
+            except (TypeError, ValueError):
+                raise ValueError(f"rows[{i}][{key!r}] = {value!r} does not fit the column's "
+                                 f"format {spec!r}") from None
         texts.append(cells)
     widths = [max([len(header)] + [len(cells[i]) for cells in texts if i < len(cells) - 1
                                    or len(cells) == len(columns)])

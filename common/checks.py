@@ -181,7 +181,8 @@ def memory_limit_bytes() -> int:
     return limit
 
 
-def affordable(elements: int, name: str, value, bytes_per_element: int = 4) -> None:
+def affordable(elements: int, name: str | tuple[str, ...], value,
+               bytes_per_element: int = 4) -> None:
     """Refuse, before allocating, an argument that would make a call allocate more memory than
     this machine has. `elements` (a Python int of any size, so that no product overflows) of
     `bytes_per_element` bytes each is the caller's estimate of what the call allocates; the
@@ -190,12 +191,15 @@ def affordable(elements: int, name: str, value, bytes_per_element: int = 4) -> N
     the process killed by the system, with no error that names the argument. `name=value` is
     what the message names: `affordable(4 * dim, "dim", dim)` with dim = 10**9 raises
     ValueError("dim=1000000000 would allocate about 14.9 GiB, more than this machine's 8.0 GiB
-    of memory") on a machine with 8 GiB."""
+    of memory") on a machine with 8 GiB. Where several arguments make the size, name them all
+    (a tuple of names and one of values), so that the message shows which one is out of scale."""
+    named = (f"{name}={value!r}" if isinstance(name, str) else
+             ", ".join(f"{n}={v!r}" for n, v in zip(name, value, strict=True)))
     elements = non_negative_int(elements, "elements")
     needed = elements * positive_int(bytes_per_element, "bytes_per_element")
     limit = memory_limit_bytes()
     if needed > limit:
-        raise ValueError(f"{name}={value!r} would allocate about {_gib(needed)} GiB, more "
+        raise ValueError(f"{named} would allocate about {_gib(needed)} GiB, more "
                          f"than this machine's {_gib(limit)} GiB of memory")
 
 

@@ -145,6 +145,17 @@ def reseed_notebook(notebook: Path, seeds: tuple[int, ...], output: Path | None 
     return output
 
 
+def _unreadable(notebook: Path) -> str | None:
+    """Why `notebook` cannot be read as a version 4 notebook (its first line), or None."""
+    import nbformat
+
+    try:
+        nbformat.validate(nbformat.read(notebook, as_version=4))
+    except Exception as error:  # JSON, schema and encoding errors alike: all say "not valid"
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m common.notebooks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     for notebook in notebooks:
         if not notebook.is_file() or notebook.suffix != ".ipynb":
             parser.error(f"notebooks: {notebook} is not an existing .ipynb file")
+        problem = _unreadable(notebook)
+        if problem:
+            parser.error(f"notebooks: {notebook} is not a valid notebook: {problem}")
     if args.command in ("export", "all"):
         for notebook in notebooks:
             for module in export_notebook(notebook):

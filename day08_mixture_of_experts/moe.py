@@ -49,7 +49,8 @@ class Router(nn.Module):
         self._top_k = checks.positive_int(top_k, "top_k")
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k must be at most num_experts={num_experts}, got {top_k}")
-        checks.affordable(2 * self.d_model * self.num_experts, "num_experts", num_experts)
+        checks.affordable(2 * self.d_model * self.num_experts, ("d_model", "num_experts"),
+                          (d_model, num_experts))
         if renormalize is None:
             renormalize = self.top_k > 1
         self._renormalize = checks.as_bool(renormalize, "renormalize")
@@ -78,6 +79,8 @@ class Router(nn.Module):
         if self.noise is not None and self.training:
             checks.like_weights(x, self.noise.weight, "router's noise")
             logits = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
+        if checks.values_readable(logits) and logits.isnan().any():
+            raise ValueError("the router's logits hold NaN: x or the gate's weights hold NaN")
         if checks.values_readable(logits) and not logits.isfinite().all():
             raise ValueError("the router's logits overflow (x or the gate's weights are too "
                              "large for their dtype), so the softmax would be NaN")
@@ -97,7 +100,7 @@ class SwiGLUExpert(nn.Module):
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
         d_model, d_ff = checks.positive_int(d_model, "d_model"), checks.positive_int(d_ff, "d_ff")
-        checks.affordable(3 * d_model * d_ff, "d_ff", d_ff)
+        checks.affordable(3 * d_model * d_ff, ("d_model", "d_ff"), (d_model, d_ff))
         self.d_model = d_model
         self.w1 = nn.Linear(d_model, d_ff, bias=False)
         self.w3 = nn.Linear(d_model, d_ff, bias=False)
@@ -119,7 +122,8 @@ def make_expert(kind: str, d_model: int, d_ff: int) -> nn.Module:
     """A SwiGLU expert (Mixtral), or Day 1's feed-forward network with GELU (Day 5's MLP) or
     ReLU (the original Transformer's)."""
     d_model, d_ff = checks.positive_int(d_model, "d_model"), checks.positive_int(d_ff, "d_ff")
-    checks.affordable(3 * d_model * d_ff, "d_ff", d_ff)  # SwiGLU's three matrices, the most
+    # SwiGLU's three matrices, the most
+    checks.affordable(3 * d_model * d_ff, ("d_model", "d_ff"), (d_model, d_ff))
     if kind == "swiglu":
         return SwiGLUExpert(d_model, d_ff)
     if kind in ("gelu", "relu"):
@@ -173,10 +177,23 @@ def check_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> None:
             checks.like_weights(x, weight, f"expert {index}")
 
 
+def _hidden_width(experts: nn.ModuleList, d_model: int) -> int:
+    # What one expert holds per token between its matrices, estimated from its size: SwiGLU's
+    # 3 d d_ff weights give 3 d_ff (two projections and their product).
+    return max(sum(p.numel() for p in expert.parameters()) for expert in experts) // max(
+        d_model, 1)
+
+
 def naive_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Tensor:
     """Every expert on every token, each output multiplied by the token's gate for that
     expert (0 for the experts not chosen): simple, and num_experts / top_k times the work."""
     check_dispatch(x, experts, routing)
+    # Every expert's output for every token, and one expert's hidden layer at a time.
+    tokens, d_model = x.shape
+    hidden = _hidden_width(experts, d_model)
+    checks.affordable(tokens * (len(experts) * (2 * d_model + 1) + hidden),
+                      ("x's tokens", "experts", "d_model"), (tokens, len(experts), d_model),
+                      x.element_size())
     gates = dense_gates(routing, len(experts))
     outputs = torch.stack([expert(x) for expert in experts], dim=1)  # (tokens, experts, d)
     return (gates.unsqueeze(-1) * outputs).sum(1)
@@ -266,6 +283,11 @@ def gathered_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Te
     check_dispatch(x, experts, routing)
     tokens, top_k = routing.experts.shape
     kind, stacked = _stacked_expert_weights(experts)
+    # A copy of an expert's weights per assignment, and its hidden layer.
+    copy = sum(weight[0].numel() for weight in stacked)
+    checks.affordable(tokens * top_k * (copy + _hidden_width(experts, x.size(1)) + 2 * x.size(1)),
+                      ("x's tokens", "top_k", "an expert's parameters"), (tokens, top_k, copy),
+                      x.element_size())
     token = torch.arange(tokens, device=x.device).repeat(top_k)  # assignment = choice * T + token
     chosen = routing.experts.t().reshape(-1)
     rows = x[token].unsqueeze(1)                                    # (kT, 1, d)
@@ -306,7 +328,11 @@ class MixtureOfExperts(nn.Module):
         self.router = Router(d_model, num_experts, top_k, renormalize, noisy)
         # All the experts, before building the first: SwiGLU's three matrices, the most.
         checks.affordable(3 * self.router.d_model * checks.positive_int(d_ff, "d_ff") * num_experts,
-                          "num_experts", num_experts)
+                          ("d_model", "d_ff", "num_experts"), (d_model, d_ff, num_experts))
+        if shared_expert_d_ff is not None:  # named here: the expert would call it d_ff
+            shared_expert_d_ff = checks.positive_int(shared_expert_d_ff, "shared_expert_d_ff")
+            checks.affordable(3 * d_model * shared_expert_d_ff, ("d_model", "shared_expert_d_ff"),
+                              (d_model, shared_expert_d_ff))
         self.experts = nn.ModuleList(make_expert(expert, d_model, d_ff)
                                      for _ in range(num_experts))
         self.d_model, self._capacity_factor = d_model, None
@@ -314,7 +340,6 @@ class MixtureOfExperts(nn.Module):
         self.capacity_factor = capacity_factor
         self.shared_expert = self.shared_expert_gate = None
         if shared_expert_d_ff is not None:
-            shared_expert_d_ff = checks.positive_int(shared_expert_d_ff, "shared_expert_d_ff")
             self.shared_expert = SwiGLUExpert(d_model, shared_expert_d_ff)
             self.shared_expert_gate = nn.Linear(d_model, 1, bias=False)
         self.last_routing: Routing | None = None
@@ -446,6 +471,9 @@ def hugging_face_twin(moe: MixtureOfExperts) -> nn.Module:
     `MixtralSparseMoeBlock`, or with a shared expert Qwen2-MoE's `Qwen2MoeSparseMoeBlock`."""
     if not isinstance(moe, MixtureOfExperts):
         raise TypeError(f"moe must be a MixtureOfExperts, got {type(moe).__name__}")
+    if any(p.device.type == "meta" for p in moe.parameters()):
+        raise ValueError("moe's weights are on the meta device: a twin loads their values, "
+                         "which meta tensors do not hold")
     if moe.capacity_factor is not None or moe.router.noise is not None:
         raise ValueError("Hugging Face's blocks have no capacity and no noisy router: build "
                          "with capacity_factor=None and noisy=False")
@@ -501,9 +529,9 @@ def run_with_router_logits(theirs: nn.Module, x: Tensor) -> tuple[Tensor, Tensor
 
 def _check_router_logits(router_logits: Tensor) -> None:
     checks.floating_tensor(router_logits, "router_logits", dims=2)
-    if router_logits.size(0) == 0:  # a mean over no token would be NaN
-        raise ValueError("router_logits must hold at least one token, got shape "
-                         f"{tuple(router_logits.shape)}")
+    if router_logits.size(0) == 0 or router_logits.size(1) == 0:  # a mean over nothing: NaN
+        raise ValueError("router_logits must be (tokens, experts) with at least one of each, "
+                         f"got shape {tuple(router_logits.shape)}")
 
 
 def load_balancing_loss(router_logits: Tensor, top_k: int) -> Tensor:
@@ -568,6 +596,10 @@ def moe_vit(config: dict, num_experts: int = 8, top_k: int = 2, d_expert: int | 
         if not 0 <= index < len(blocks):
             raise ValueError(f"moe_blocks must be block indices from 0 to {len(blocks) - 1}, "
                              f"got {index}")
+    # Every layer's experts, named in moe_vit's terms (a layer would call d_expert d_ff).
+    checks.affordable(3 * config["d_model"] * d_expert * num_experts * len(moe_blocks),
+                      ("config['d_model']", "d_expert", "num_experts", "moe blocks"),
+                      (config["d_model"], d_expert, num_experts, len(moe_blocks)))
     for index in moe_blocks:
         blocks[index].mlp = MixtureOfExperts(config["d_model"], d_expert, num_experts, top_k,
                                              **{"expert": "gelu", **moe_options})

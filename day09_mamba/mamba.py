@@ -38,17 +38,32 @@ def discretize(delta: Tensor, A: Tensor, B: Tensor, method: str = "mamba") -> tu
     delta_A = delta.unsqueeze(-1) * A                       # (..., E, N)
     A_bar = torch.exp(delta_A)
     B_bar = delta.unsqueeze(-1) * B.unsqueeze(-2)
-    if method == "zoh":  # times expm1(dA) / dA, entry by entry: its limit 1 where dA is 0,
-        zero = delta_A == 0  # also where a tiny A times delta underflows to 0
-        safe = torch.where(zero, torch.ones_like(delta_A), delta_A)
-        B_bar = B_bar * torch.where(zero, torch.ones_like(delta_A), torch.expm1(safe) / safe)
+    if method == "zoh":
+        B_bar = B_bar * _expm1_over(delta_A)
     # Reductions, not elementwise tests: no second tensor the size of A_bar.
-    if checks.values_readable(delta_A) and delta_A.numel() and not (
-            delta_A.max() <= math.log(torch.finfo(delta_A.dtype).max)
-            and B_bar.amax().isfinite() and B_bar.amin().isfinite()):
-        raise ValueError("exp(delta A) or B_bar overflows the dtype: delta A is too large (with "
-                         "A > 0 the system grows), or delta B is")
+    if checks.values_readable(delta_A) and delta_A.numel():
+        largest, b_range = delta_A.max(), (B_bar.amax(), B_bar.amin())
+        if largest.isnan() or any(bound.isnan() for bound in b_range):
+            raise ValueError("delta, A or B holds NaN (a NaN in the input reaches them)")
+        if not (largest <= math.log(torch.finfo(delta_A.dtype).max)
+                and all(bound.isfinite() for bound in b_range)):
+            raise ValueError("exp(delta A) or B_bar overflows the dtype: delta A is too large "
+                             "(with A > 0 the system grows), or delta B is")
     return A_bar, B_bar
+
+
+def _expm1_over(z: Tensor) -> Tensor:
+    """expm1(z) / z, entry by entry, with its value and its derivative right near z = 0
+    (limit 1, derivative 1/2). There the quotient's own derivative cancels catastrophically
+    (and at z = 0 it is undefined), so a Taylor series takes over: its first omitted term,
+    z^6 / 7!, and the quotient's rounding, about eps / z^2 in the derivative, balance at
+    |z| = (840 eps)^(1/7) (0.27 in float32, 0.015 in float64)."""
+    small = z.abs() < (840 * torch.finfo(z.dtype).eps) ** (1 / 7)
+    safe = torch.where(small, torch.ones_like(z), z)
+    series = torch.zeros_like(z)
+    for k in range(6, 0, -1):  # 1 + z/2! + z^2/3! + ... + z^5/6!, by Horner's rule
+        series = 1 + series * z / (k + 1)
+    return torch.where(small, series, torch.expm1(safe) / safe)
 
 
 def _check_stable(A: Tensor, form: str) -> None:
@@ -86,6 +101,24 @@ def _check_scan_inputs(x, delta, A, B, C, D, state):
                          f"{(batch, channels, size)}, got {tuple(state.shape)}")
 
 
+def _discrete_steps(x: Tensor, delta: Tensor, A: Tensor, B: Tensor,
+                    copies: int) -> tuple[Tensor, Tensor]:
+    """Each step's affine map h -> A_bar h + B_bar x, as (A_bar, B_bar x), each (batch, L, E, N):
+    a scan holds `copies` tensors of that size at once, refused before any is allocated if
+    they do not fit."""
+    batch, length, channels = x.shape
+    checks.affordable(copies * batch * length * channels * A.size(1),
+                      "x's shape (batch, L, E) with the state size N", (*x.shape, A.size(1)),
+                      x.element_size())
+    A_bar, B_bar = discretize(delta, A, B)
+    inputs = B_bar * x.unsqueeze(-1)
+    if checks.values_readable(inputs) and inputs.numel() and not (
+            inputs.amax().isfinite() and inputs.amin().isfinite()):
+        raise ValueError(f"B_bar x overflows {x.dtype}: x is too large (|x| up to "
+                         f"{x.abs().max().item():.3g}) or holds NaN")
+    return A_bar, inputs
+
+
 def sequential_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                     state: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The selective scan, one step per token (Mamba, equation 2a-2b with Algorithm 2):
@@ -93,8 +126,7 @@ def sequential_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     x, delta (batch, L, E); A (E, N); B, C (batch, L, N); D (E,); state (batch, E, N) or
     None (zeros). Returns y (batch, L, E) and the last state (batch, E, N)."""
     _check_scan_inputs(x, delta, A, B, C, D, state)
-    A_bar, B_bar = discretize(delta, A, B)                  # (batch, L, E, N)
-    inputs = B_bar * x.unsqueeze(-1)
+    A_bar, inputs = _discrete_steps(x, delta, A, B, copies=4)       # (batch, L, E, N) each
     h = x.new_zeros(x.size(0), x.size(2), A.size(1)) if state is None else state
     outputs = []
     for t in range(x.size(1)):
@@ -114,8 +146,7 @@ def associative_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, 
     `sequential_scan`."""
     _check_scan_inputs(x, delta, A, B, C, D, state)
     _check_stable(A, "the associative scan")
-    a, b = discretize(delta, A, B)
-    b = b * x.unsqueeze(-1)                                 # (batch, L, E, N)
+    a, b = _discrete_steps(x, delta, A, B, copies=6)              # (batch, L, E, N) each
     if state is not None:  # the entering state flows in through the first step
         b = torch.cat([b[:, :1] + a[:, :1] * state.unsqueeze(1), b[:, 1:]], dim=1)
     offset = 1
@@ -174,8 +205,9 @@ class MambaBlock(nn.Module):
         self.recorders: list[list] = []  # see recording_selection
         E, N = self.d_inner, self.d_state
         # x_proj (E by dt_rank + 2N) and A_log (E by N) grow with the state; the rest with E.
-        checks.affordable(E * (self.dt_rank + 3 * N + 3 * d_model + self.d_conv + 4), "d_state",
-                          d_state)
+        checks.affordable(E * (self.dt_rank + 3 * N + 3 * d_model + self.d_conv + 4),
+                          ("d_model", "expand", "d_state", "d_conv", "dt_rank"),
+                          (d_model, expand, d_state, d_conv, self.dt_rank))
         self.in_proj = nn.Linear(d_model, 2 * E, bias=False)
         self.conv1d = nn.Conv1d(E, E, self.d_conv, groups=E, padding=self.d_conv - 1)
         # A = -exp(A_log) = -(1, 2, ..., N) in every channel (S4D-real), D = 1.
@@ -317,8 +349,10 @@ def convolution_kernel(block: MambaBlock, length: int) -> Tensor:
     checks.affordable(2 * block.d_inner * block.d_state * length, "length", length)  # powers
     delta = F.softplus(block.dt_bias)                           # (E,)
     A_bar, B_bar = discretize(delta, -torch.exp(block.A_log), block.B)   # (E, N)
-    powers = A_bar.unsqueeze(-1) ** torch.arange(length, dtype=A_bar.dtype)  # (E, N, length)
-    return (block.C.unsqueeze(-1) * powers * B_bar.unsqueeze(-1)).sum(1)
+    # In at least float32: bfloat16 holds the integers only up to 256 (257 rounds to 256).
+    wide = torch.promote_types(A_bar.dtype, torch.float32)
+    powers = A_bar.to(wide).unsqueeze(-1) ** torch.arange(length, dtype=wide)  # (E, N, length)
+    return (block.C.unsqueeze(-1) * powers * B_bar.unsqueeze(-1)).sum(1).to(A_bar.dtype)
 
 
 def ssd_matrix_form(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -330,15 +364,19 @@ def ssd_matrix_form(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     _check_scan_inputs(x, delta, A, B, C, D, None)
     _check_stable(A, "the matrix form")
     batch, length, channels = x.shape
-    checks.affordable(3 * batch * length * length * channels, "x's shape (batch, L, E)",
-                      tuple(x.shape))  # three (batch, L, L, E) tensors
+    checks.affordable(4 * batch * length * length * channels, "x's shape (batch, L, E)",
+                      tuple(x.shape), x.element_size())  # four (batch, L, L, E) tensors
     if not torch.equal(A, A[:, :1].expand_as(A)):
         raise ValueError("A must hold one value per channel (every row constant) for the "
                          "matrix form; a diagonal A with different entries has no single L")
-    log_decay = (delta * A[:, 0]).cumsum(1)                   # (batch, L, E): sum of log A_bar
+    log_a = delta * A[:, 0]                                   # (batch, L, E): each log A_bar
     steps = torch.arange(x.size(1), device=x.device)
+    # gap[t, s] = log_a[s+1] + ... + log_a[t], summed term by term as Mamba-2's minimal SSD
+    # code does ("segsum"): the difference of two cumulative sums would lose those terms'
+    # digits to the sums' size (delta of 1e6 gave a relative error of 1.5e-2 in float32).
+    later = (steps[:, None] > steps[None, :])[None, :, :, None]     # (1, r, s, 1): r > s
+    gap = torch.where(later, log_a[:, :, None, :], 0).cumsum(1)     # (batch, t, s, E)
     causal = (steps[:, None] >= steps[None, :])[None, :, :, None]  # (1, t, s, 1)
-    gap = log_decay[:, :, None, :] - log_decay[:, None, :, :]      # (batch, t, s, E)
     decay = torch.where(causal, gap, float("-inf")).exp()          # L, zero above the diagonal
     scores = torch.einsum("btn,bsn->bts", C, B)                    # C_t . B_s
     return torch.einsum("btse,bse->bte", decay * scores[..., None], delta * x) + D * x
@@ -412,13 +450,14 @@ class MambaLM(nn.Module):
         vocab_size = checks.positive_int(vocab_size, "vocab_size")
         num_layers = checks.positive_int(num_layers, "num_layers")
         d_model = checks.positive_int(d_model, "d_model")
-        checks.affordable(vocab_size * d_model, "vocab_size", vocab_size)
+        checks.affordable(vocab_size * d_model, ("vocab_size", "d_model"), (vocab_size, d_model))
         expand = checks.positive_int(block_options.get("expand", 2), "expand")
         state = checks.positive_int(block_options.get("d_state", 16), "d_state")
         # A layer's in_proj, out_proj, x_proj and A_log, and its Python objects: about 20 KiB
         # each, measured with tracemalloc; 32 KiB (8,192 floats' worth) to be safe.
         checks.affordable(num_layers * (expand * d_model * (3 * d_model + 3 * state) + 8192),
-                          "num_layers", num_layers)
+                          ("num_layers", "d_model", "expand", "d_state"),
+                          (num_layers, d_model, expand, state))
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.layers = nn.ModuleList(MambaLayer(d_model, **block_options)
                                     for _ in range(num_layers))
@@ -532,13 +571,14 @@ class TransformerLM(nn.Module):
 
         # The sinusoidal table is max_len by d_model, however short the sequences.
         checks.affordable(checks.positive_int(max_len, "max_len") * checks.positive_int(
-            d_model, "d_model"), "max_len", max_len)
+            d_model, "d_model"), ("max_len", "d_model"), (max_len, d_model))
         vocab_size = checks.positive_int(vocab_size, "vocab_size")
-        checks.affordable(vocab_size * d_model, "vocab_size", vocab_size)
+        checks.affordable(vocab_size * d_model, ("vocab_size", "d_model"), (vocab_size, d_model))
         # A layer's four attention matrices and two feed-forward ones, and its Python objects:
         # about 35 KiB each, measured with tracemalloc; 48 KiB (12,288 floats' worth) counted.
         checks.affordable(checks.positive_int(num_layers, "num_layers") * (4 * d_model * (
-            d_model + checks.positive_int(d_ff, "d_ff")) + 12288), "num_layers", num_layers)
+            d_model + checks.positive_int(d_ff, "d_ff")) + 12288),
+            ("num_layers", "d_model", "d_ff"), (num_layers, d_model, d_ff))
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.positions = PositionalEncoding(d_model, max_len)
         self.encoder = Encoder(num_layers, d_model, num_heads, d_ff, dropout=0.0,

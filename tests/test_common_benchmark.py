@@ -318,3 +318,18 @@ def test_csv_columns_that_collide_are_refused(tmp_path):
     with pytest.raises(ValueError, match="CSV header"):
         bench.save_rows([{1: "int"}, {"1": "str"}], {}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_malformed_tables_and_panels_name_the_row_and_the_column(tmp_path):
+    columns = [("n", "N", ""), ("ms", "time", ".2f")]
+    assert_error_names(lambda: bench.format_table([{"n": 1, "ms": "fast"}], columns),
+                       ["rows[0]['ms']", "'fast'", ".2f"])
+    assert_error_names(lambda: bench.format_table([{"n": 1}], [("n", "N")]),
+                       ["columns", "('n', 'N')"])
+    assert_error_names(lambda: bench.format_table([1], columns), ["rows[0]", "dict"], TypeError)
+    assert_error_names(lambda: bench.plot_panels([{"n": 1, "ms": 2.0}], tmp_path / "p.png", "ms",
+                                                 "time", "n", lambda r: (), str),
+                       ["rows[0]", "method"])
+    assert_error_names(lambda: bench.write_json(tmp_path / "no" / "x.json", {"a": 1}),
+                       ["path's folder", "does not exist"], FileNotFoundError)
+    assert not (tmp_path / "no").exists()

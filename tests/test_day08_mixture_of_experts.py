@@ -687,3 +687,36 @@ def test_a_routing_on_another_device_is_named():
     for dispatch in (naive_dispatch, sorted_dispatch, gathered_dispatch):
         assert_error_names(lambda d=dispatch: d(torch.randn(2, 8), experts, routing),
                            ["routing.experts", "x's device"])
+
+
+@pytest.mark.parametrize("build, names", [
+    (lambda: MixtureOfExperts(8, 2**26, num_experts=4), ["d_ff=67108864", "num_experts=4"]),
+    (lambda: MixtureOfExperts(8, 32, 4, shared_expert_d_ff=2**27), ["shared_expert_d_ff"]),
+    (lambda: moe_vit(CONFIG, d_expert=2**24), ["d_expert=16777216", "num_experts=8"]),
+    (lambda: naive_dispatch(*_routed(2048, 1024, 16)), ["x's tokens=2048", "experts=1024"]),
+    (lambda: gathered_dispatch(*_routed(2048, 4, 512)), ["x's tokens=2048", "top_k=2"]),
+])
+def test_every_size_that_makes_an_allocation_huge_is_named(build, names, monkeypatch):
+    """Constructions name all the sizes that multiply; the naive dispatch's (tokens, experts,
+    d) outputs and the gathered one's weight copy per assignment are estimated first."""
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
+    assert_error_names(build, [*names, "GiB", "more than this machine's 1.0 GiB"])
+
+
+def _routed(tokens, num_experts, d_ff, d_model=64):
+    x = torch.randn(tokens, d_model)
+    experts = nn.ModuleList(SwiGLUExpert(d_model, d_ff) for _ in range(num_experts))
+    return x, experts, Router(d_model, num_experts, 2)(x)
+
+
+def test_nan_tokens_and_empty_logits_are_named_as_such():
+    """A NaN token was reported as an overflow; logits with no expert as 'too large'."""
+    x = torch.randn(3, 16)
+    x[1] = float("nan")
+    assert_error_names(lambda: Router(16, 4)(x), ["NaN"])
+    assert_error_names(lambda: router_z_loss(torch.zeros(3, 0)), ["router_logits", "(3, 0)"])
+
+
+def test_a_twin_of_a_layer_on_the_meta_device_is_refused():
+    layer = MixtureOfExperts(8, 16, 4, 2).to("meta")
+    assert_error_names(lambda: hugging_face_twin(layer), ["moe", "meta"])

@@ -546,3 +546,87 @@ def test_a_third_round_repeats_and_mismatched_epsilons_are_named(tmp_path):
         with pytest.raises(SystemExit):
             copying_sweep.main([*repeat, "--steps", "1", "--output", str(tmp_path / "r.json")])
     assert not (tmp_path / "r.json").exists()
+
+
+def test_zoh_has_the_limits_value_and_gradient_where_delta_a_is_zero():
+    """B_bar = delta B expm1(z) / z with z = delta A: at z = 0 its value is delta B and its
+    derivative in A is delta^2 B / 2; a where() on z == 0 gave the value and a gradient of 0."""
+    delta, B = torch.tensor([0.5], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    A = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
+    _, B_bar = discretize(delta, A, B, "zoh")
+    B_bar.sum().backward()
+    assert B_bar.item() == 0.5 and A.grad.item() == 0.5 ** 2 / 2
+    delta, B = torch.rand(2, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    for scale in (0.0, 1e-9, 1e-2, 1.0):  # across the series' switch-over, and at 0
+        A = (-scale * torch.rand(3, 4, dtype=torch.float64)).requires_grad_()
+        assert torch.autograd.gradcheck(lambda A: discretize(delta, A, B, "zoh")[1], (A,))
+    for dtype in (torch.float32, torch.float64):  # the value against expm1 / z in float64
+        z = torch.linspace(-2, 2, 4001, dtype=dtype)
+        A = z.unsqueeze(-1)  # one channel per z, delta 1 and B 1: B_bar is the quotient
+        _, B_bar = discretize(torch.ones(4001, dtype=dtype), A, torch.ones(1, dtype=dtype), "zoh")
+        wide = z.double()
+        exact = torch.where(wide == 0, 1.0, torch.expm1(wide) / wide.where(wide != 0, 1.0))
+        assert_close(B_bar.squeeze(-1).double(), exact, rtol=16 * torch.finfo(dtype).eps, atol=0)
+
+
+def test_the_matrix_form_sums_the_decays_term_by_term():
+    """With delta near 1e6 the cumulative log-decays reach -1e6, whose float32 spacing is
+    0.06: their differences lost 1.5e-2 of the result. Summed term by term, within 1e-5."""
+    torch.manual_seed(0)
+    x, C, B = torch.randn(1, 64, 2), torch.randn(1, 64, 4), torch.randn(1, 64, 4)
+    delta = 1e6 * torch.rand(1, 64, 2)
+    A = -1e-6 * torch.rand(2, 1).expand(2, 4).contiguous()
+    D = torch.randn(2)
+    exact, _ = sequential_scan(*(t.double() for t in (x, delta, A, B, C, D)))
+    y = ssd_matrix_form(x, delta, A, B, C, D)
+    assert ((y.double() - exact).norm() / exact.norm()).item() < 1e-5
+
+
+def test_the_kernel_of_a_bfloat16_block_has_exact_exponents_past_256():
+    """bfloat16 holds the integers only up to 256: exponents in it gave K_257 == K_256 (11 %
+    error past 256). The reference: the same bfloat16 A_bar, B_bar and C, powers in float64."""
+    torch.manual_seed(0)
+    block = MambaBlock(4, selective=False).to(torch.bfloat16)
+    kernel = convolution_kernel(block, 300)
+    A_bar, B_bar = discretize(F.softplus(block.dt_bias), -torch.exp(block.A_log), block.B)
+    powers = A_bar.double().unsqueeze(-1) ** torch.arange(300, dtype=torch.float64)
+    reference = (block.C.double().unsqueeze(-1) * powers * B_bar.double().unsqueeze(-1)).sum(1)
+    assert kernel.dtype == torch.bfloat16
+    assert_close(kernel.double(), reference, rtol=2 ** -7, atol=1e-6)
+
+
+@pytest.mark.parametrize("build, names", [
+    (lambda: MambaBlock(8, d_conv=10**8), ["d_conv=100000000", "d_state=16"]),
+    (lambda: MambaBlock(8, expand=10**7), ["expand=10000000"]),
+    (lambda: MambaLM(6, 2**15, 1), ["d_model=32768", "num_layers=1"]),
+    (lambda: TransformerLM(6, 2**13, 1, 4, 2**13), ["d_model=8192", "d_ff=8192"]),
+    (lambda: sequential_scan(*_scan_inputs(4096, 8, 64, 64)), ["(4096, 8, 64, 64)"]),
+    (lambda: MambaBlock(16, d_state=64)(torch.randn(256, 256, 16)), ["(256, 256, 32, 64)"]),
+])
+def test_every_size_that_makes_an_allocation_huge_is_named(build, names, monkeypatch):
+    """The construction names all the sizes that multiply (the one out of scale among them);
+    a scan's four (batch, L, E, N) tensors are estimated before the first is made."""
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
+    assert_error_names(build, [*names, "GiB", "more than this machine's 1.0 GiB"])
+
+
+def _scan_inputs(batch, length, channels, state):
+    x = torch.randn(batch, length, channels)
+    return (x, torch.rand_like(x), -torch.rand(channels, state),
+            torch.randn(batch, length, state), torch.randn(batch, length, state),
+            torch.ones(channels))
+
+
+def test_inputs_that_overflow_the_scan_or_hold_nan_are_named():
+    """A finite x of 1e20 made B_bar x overflow inside the scan (a NaN output); a NaN token
+    was reported as an overflow of delta A."""
+    torch.manual_seed(0)
+    block = MambaBlock(4)
+    assert_error_names(lambda: block(torch.full((1, 3, 4), 1e20)), ["overflows"])
+    x = torch.randn(2, 3, 4)
+    x[0, 1, 0] = float("nan")
+    assert_error_names(lambda: block(x), ["NaN"])
+    x, delta, A, B, C, D = _scan_inputs(1, 3, 2, 4)
+    big = (torch.full_like(x, 3e38), torch.ones_like(delta), A, torch.full_like(B, 4.0), C, D)
+    for scan in (sequential_scan, associative_scan):
+        assert_error_names(lambda scan=scan: scan(*big), ["B_bar x", "overflows"])

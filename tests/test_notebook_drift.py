@@ -57,3 +57,18 @@ def test_the_command_says_so_when_it_finds_no_notebooks(monkeypatch, tmp_path, c
         notebooks.main(["export"])
     assert stopped.value.code == 1
     assert "no day notebooks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, words", [("{}", ["missing a key: cells"]),
+                                          ("not json", ["does not appear to be JSON"])])
+def test_a_file_that_is_not_a_notebook_is_a_usage_error(tmp_path, capsys, text, words):
+    """Refused before anything runs, naming the file and why (a schema traceback before)."""
+    from common import notebooks
+
+    path = tmp_path / "broken.ipynb"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as stopped:
+        notebooks.main(["execute", str(path)])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and "broken.ipynb is not a valid notebook" in error
+    assert all(word in error for word in words)
