@@ -1,0 +1,45 @@
+"""Day 10: serving a language model. GPT-2 built from Days 1-3's pieces and proven equal to
+Hugging Face's GPT2LMHeadModel, a small language to serve, the key-value cache, and
+temperature, top-k and top-p sampling proven equal to transformers' generation.
+
+The module beside this file (`serving.py`) is generated from `day10_serving.ipynb`; edit
+the notebook.
+"""
+
+from .serving import (
+    ALPHABET,
+    GPT2,
+    GPT2Block,
+    KVCache,
+    Sampling,
+    cache_bytes_per_token,
+    decode,
+    encode,
+    filtered_logits,
+    generate,
+    hugging_face_gpt2,
+    is_grammatical,
+    language_model_loss,
+    next_tokens,
+    sentences,
+    train_language_model,
+)
+
+__all__ = [
+    "ALPHABET",
+    "GPT2",
+    "GPT2Block",
+    "KVCache",
+    "Sampling",
+    "cache_bytes_per_token",
+    "decode",
+    "encode",
+    "filtered_logits",
+    "generate",
+    "hugging_face_gpt2",
+    "is_grammatical",
+    "language_model_loss",
+    "next_tokens",
+    "sentences",
+    "train_language_model",
+]

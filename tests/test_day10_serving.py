@@ -1,0 +1,219 @@
+"""Day 10: GPT-2 equal to Hugging Face's, generation with a key-value cache equal to
+transformers' `generate` (greedy and sampled), the sampling filters equal to its logits
+processors, and bad inputs named."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from common import checks
+from common.testing import assert_error_names
+from day10_serving import (
+    ALPHABET,
+    GPT2,
+    KVCache,
+    Sampling,
+    cache_bytes_per_token,
+    decode,
+    encode,
+    filtered_logits,
+    generate,
+    hugging_face_gpt2,
+    is_grammatical,
+    language_model_loss,
+    next_tokens,
+    sentences,
+    train_language_model,
+)
+
+with warnings.catch_warnings():  # transformers' import of tqdm.auto may warn; harmless
+    warnings.simplefilter("ignore")
+    import transformers
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+transformers.logging.set_verbosity_error()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return GPT2(vocab_size=40, d_model=32, num_layers=2, num_heads=4, max_len=64).eval()
+
+
+def ones(tokens):
+    return torch.ones_like(tokens)
+
+
+def test_logits_and_loss_equal_hugging_face(tiny):
+    tokens = torch.randint(0, 40, (3, 30))
+    with torch.no_grad():
+        theirs = hugging_face_gpt2(tiny)(tokens, labels=tokens)
+        logits = tiny(tokens)
+    assert_close(logits, theirs.logits, rtol=1e-5, atol=1e-5)
+    assert_close(language_model_loss(logits, tokens), theirs.loss)
+
+
+def test_gradients_equal_hugging_face():
+    torch.manual_seed(1)
+    ours = GPT2(30, 16, 2, 2, max_len=16)
+    theirs = hugging_face_gpt2(ours).train()
+    tokens = torch.randint(0, 30, (2, 12))
+    language_model_loss(ours(tokens), tokens).backward()
+    theirs(tokens, labels=tokens).loss.backward()
+    assert_close(ours.token_embedding.weight.grad, theirs.transformer.wte.weight.grad,
+                 rtol=1e-4, atol=1e-6)
+    first = ours.blocks[0].attention.query_projection.weight.grad
+    assert_close(first.t(), theirs.transformer.h[0].attn.c_attn.weight.grad[:, :16],
+                 rtol=1e-4, atol=1e-6)
+
+
+def test_gpt2_small_has_hugging_faces_parameter_count():
+    config = transformers.GPT2Config()
+    with torch.device("meta"):
+        ours = GPT2(config.vocab_size, config.n_embd, config.n_layer, config.n_head,
+                    config.n_positions)
+        theirs = transformers.GPT2LMHeadModel(config)
+    assert sum(p.numel() for p in ours.parameters()) == sum(
+        p.numel() for p in theirs.parameters()) == 124_439_808
+
+
+def test_greedy_generation_equals_transformers_with_and_without_the_cache(tiny):
+    prompts = torch.randint(0, 40, (3, 7))
+    ours = generate(tiny, prompts, 25)
+    assert torch.equal(ours, generate(tiny, prompts, 25, use_cache=False))
+    theirs = hugging_face_gpt2(tiny).generate(prompts, attention_mask=ones(prompts),
+                                              max_new_tokens=25, do_sample=False)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(generate(tiny, prompts, 0), prompts)
+
+
+def test_cached_steps_give_the_logits_of_one_call(tiny):
+    tokens = torch.randint(0, 40, (2, 20))
+    cache = tiny.new_cache(2, 20)
+    with torch.no_grad():
+        steps = [tiny(tokens[:, :5], cache)] + [tiny(tokens[:, t:t + 1], cache)
+                                               for t in range(5, 20)]
+        whole = tiny(tokens)
+    assert_close(torch.cat(steps, 1), whole, rtol=1e-5, atol=1e-5)
+    assert cache.length == 20 and cache.nbytes == 2 * 20 * cache_bytes_per_token(2, 4, 8, 4)
+
+
+def test_truncating_the_cache_forgets_the_later_tokens(tiny):
+    tokens = torch.randint(0, 40, (1, 10))
+    cache = tiny.new_cache(1, 10)
+    with torch.no_grad():
+        tiny(tokens, cache)
+        cache.truncate(6)
+        again = tiny(tokens[:, 6:], cache)
+        assert_close(again, tiny(tokens)[:, 6:], rtol=1e-5, atol=1e-5)
+    assert_error_names(lambda: cache.truncate(11), ["length", "10 tokens held", "11"])
+
+
+def their_filter(logits, sampling):
+    scores = TemperatureLogitsWarper(sampling.temperature)(None, logits)
+    if sampling.top_k is not None:
+        scores = TopKLogitsWarper(sampling.top_k)(None, scores)
+    if sampling.top_p is not None:
+        scores = TopPLogitsWarper(sampling.top_p)(None, scores)
+    return scores
+
+
+@pytest.mark.parametrize("sampling", [
+    Sampling(), Sampling(0.3), Sampling(top_k=1), Sampling(top_k=7), Sampling(top_k=1000),
+    Sampling(top_p=0.01), Sampling(top_p=0.5), Sampling(top_p=1.0), Sampling(2.0, 4, 0.6),
+])
+def test_filters_equal_transformers_logits_processors(sampling):
+    torch.manual_seed(0)
+    logits = 4 * torch.randn(50, 40)
+    logits[:5, :3] = 2.5  # ties, at the top-k boundary among others
+    assert torch.equal(filtered_logits(logits, sampling), their_filter(logits, sampling))
+
+
+@pytest.mark.parametrize("sampling", [Sampling(0.8), Sampling(top_k=5), Sampling(top_p=0.7),
+                                      Sampling(1.3, 10, 0.9)])
+def test_sampled_generation_equals_transformers_from_the_same_seed(tiny, sampling):
+    prompts = torch.randint(0, 40, (2, 5))
+    twin = hugging_face_gpt2(tiny)  # built first: its initialisation draws random numbers
+    torch.manual_seed(3)
+    ours = generate(tiny, prompts, 20, sampling=sampling)
+    torch.manual_seed(3)
+    theirs = twin.generate(
+        prompts, attention_mask=ones(prompts), max_new_tokens=20, do_sample=True,
+        temperature=sampling.temperature, top_k=sampling.top_k or 0, top_p=sampling.top_p or 1.0)
+    assert torch.equal(ours, theirs)
+    again = [generate(tiny, prompts, 20, sampling=sampling,
+                      generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert torch.equal(*again)
+
+
+def test_the_language_is_seeded_and_the_model_learns_it_quickly():
+    text = sentences(300, seed=4)
+    assert text == sentences(300, seed=4) != sentences(300, seed=5)
+    assert all(is_grammatical(s) for s in text[:-1].split(". "))
+    assert not is_grammatical("the cat sees") and not is_grammatical("a dog likes the cat")
+    assert decode(encode(text)) == text
+    torch.manual_seed(0)
+    model = GPT2(len(ALPHABET), 32, 1, 2, max_len=64)
+    losses = train_language_model(model, encode(text), steps=60, context=64,
+                                  learning_rate=1e-2)
+    assert sum(losses[-10:]) / 10 < 0.7 * losses[0] and not model.training
+
+
+def test_cache_bytes_follow_the_formula_on_the_meta_device():
+    cache = KVCache(12, 1, 12, 64, 1024, torch.float16, "meta")
+    assert cache.nbytes == 1024 * cache_bytes_per_token(12, 12, 64, 2) == 1024 * 36 * 2**10
+
+
+@pytest.mark.parametrize("call, words, error", [
+    (lambda m: GPT2(10, 30, 1, 4), ["d_model=30", "num_heads=4"], ValueError),
+    (lambda m: GPT2(0, 32, 1, 4), ["vocab_size", "0"], ValueError),
+    (lambda m: m(torch.tensor([[1, 40]])), ["tokens", "[0, 40)", "40"], ValueError),
+    (lambda m: m(torch.ones(1, 3)), ["tokens", "float32"], TypeError),
+    (lambda m: m(torch.ones(1, 65, dtype=torch.long)), ["max_len=64", "65"], ValueError),
+    (lambda m: m(torch.ones(2, 3, dtype=torch.long), m.new_cache(1, 8)),
+     ["cache", "(2, 2, 4, 8)", "(2, 1, 4, 8)"], ValueError),
+    (lambda m: m(torch.ones(1, 3, dtype=torch.long), "cache"), ["cache", "KVCache", "str"],
+     TypeError),
+    (lambda m: m(torch.ones(1, 9, dtype=torch.long), m.new_cache(1, 8)),
+     ["capacity", "8", "9 more"], ValueError),
+    (lambda m: generate(m, torch.ones(1, 60, dtype=torch.long), 5), ["max_len=64", "60", "5"],
+     ValueError),
+    (lambda m: generate(m, torch.ones(1, 0, dtype=torch.long), 5), ["prompt", "at least one"],
+     ValueError),
+    (lambda m: generate(m, torch.ones(1, 3, dtype=torch.long), -1), ["max_new_tokens", "-1"],
+     ValueError),
+    (lambda m: generate(m, torch.ones(1, 3, dtype=torch.long), 2, use_cache="yes"),
+     ["use_cache", "str"], TypeError),
+    (lambda m: generate(torch.nn.Linear(2, 2), torch.ones(1, 3, dtype=torch.long), 2),
+     ["model", "GPT2", "Linear"], TypeError),
+    (lambda m: Sampling(temperature=0), ["temperature", "0"], ValueError),
+    (lambda m: Sampling(top_k=0), ["top_k", "0"], ValueError),
+    (lambda m: Sampling(top_p=0), ["top_p", "0"], ValueError),
+    (lambda m: Sampling(top_p=1.5), ["top_p", "1.5"], ValueError),
+    (lambda m: Sampling(top_k=True), ["top_k", "bool"], TypeError),
+    (lambda m: filtered_logits(torch.ones(2, 3), "greedy"), ["sampling", "Sampling", "str"],
+     TypeError),
+    (lambda m: next_tokens(torch.ones(3), None), ["logits", "(3,)"], ValueError),
+    (lambda m: encode("The cat"), ["text", "'T'"], ValueError),
+    (lambda m: decode([0, 99]), ["tokens", "99"], ValueError),
+    (lambda m: train_language_model(m, encode("a cat"), 5, context=8), ["text", "context=8"],
+     ValueError),
+    (lambda m: KVCache(1, 1, 1, 1, 0), ["capacity", "0"], ValueError),
+])
+def test_bad_inputs_name_the_argument(tiny, call, words, error):
+    assert_error_names(lambda: call(tiny), words, error)
+
+
+def test_huge_caches_and_models_are_refused_before_allocating(monkeypatch):
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
+    assert_error_names(lambda: KVCache(12, 64, 12, 64, 10**5),
+                       ["capacity=100000", "batch=64", "GiB"])
+    assert_error_names(lambda: GPT2(50257, 4096, 32, 32), ["d_model=4096", "num_layers=32"])
+    assert math.isfinite(cache_bytes_per_token(1, 1, 1, 1))
