@@ -174,9 +174,11 @@ def peak_tensor_bytes(run: Callable[[], object]) -> int:
 
     class Watch(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            output = func(*args, **(kwargs or {}))
+            # The inputs' storages before the call: an out= argument that the operation grows
+            # gets new memory, which counts.
             inputs = {(str(t.untyped_storage().device), t.untyped_storage().data_ptr())
                       for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+            output = func(*args, **(kwargs or {}))
             for tensor in pytree.tree_leaves(output):
                 if isinstance(tensor, torch.Tensor):
                     live.track(tensor, inputs)
@@ -323,6 +325,8 @@ def _write_whole(path: Path, text: str) -> Path:
     path = Path(path)
     if not path.parent.is_dir():  # else the error would name the temporary file
         raise FileNotFoundError(f"path's folder {path.parent} does not exist (path={path})")
+    if path.is_dir():
+        raise IsADirectoryError(f"path must be a file, got the folder {path}")
     partial = path.with_name(path.name + ".partial")
     try:
         partial.write_text(text, newline="")  # as made: the CSV's own line ends, "\r\n"
@@ -386,7 +390,7 @@ def save_rows(rows: list[dict], metadata: dict, folder: Path, stem: str = "resul
 def plot_panels(rows: list[dict], path: Path, quantity: str, label: str, x: str,
                 panel: Callable[[dict], tuple], panel_title: Callable[[tuple], str],
                 line: str = "method", title: str = "") -> Path | None:
-    """One log-log panel per value of `panel(row)`, one line per value of `row[line]`:
+    """One log-log panel per value of `panel(row)` (a tuple), one line per value of `row[line]`:
     `quantity` against `x`. None (and no file) when no row has the quantity."""
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
@@ -398,7 +402,11 @@ def plot_panels(rows: list[dict], path: Path, quantity: str, label: str, x: str,
         if missing:
             raise ValueError(f"rows[{i}] has {quantity!r} but no {missing} (the x axis and the "
                              f"line's key): keys {sorted(map(str, row))}")
-    panels = sorted({panel(r) for r in rows})
+    keys = [panel(r) for r in rows]
+    for key in keys:
+        if not isinstance(key, tuple):  # a set needs hashable keys, and sorted() comparable
+            raise TypeError(f"panel must return a tuple for every row, got {key!r}")
+    panels = sorted(set(keys))
     fig = Figure(figsize=(4.2 * len(panels), 3.8))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, key in zip(axes, panels, strict=True):

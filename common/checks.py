@@ -160,10 +160,13 @@ def built_model(value, name: str = "build"):
     return value
 
 
-def module(value, name: str, kind: type = torch.nn.Module):
-    """`value`, if it is an instance of `kind` (by default any nn.Module)."""
+def module(value, name: str, kind: type | tuple[type, ...] = torch.nn.Module):
+    """`value`, if it is an instance of `kind`, a class or a tuple of classes (by default any
+    nn.Module)."""
     if not isinstance(value, kind):
-        raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        wanted = " or ".join(k.__name__ for k in kinds)
+        raise TypeError(f"{name} must be a {wanted}, got {type(value).__name__}")
     return value
 
 
@@ -193,6 +196,8 @@ def affordable(elements: int, name: str | tuple[str, ...], value,
     ValueError("dim=1000000000 would allocate about 14.9 GiB, more than this machine's 8.0 GiB
     of memory") on a machine with 8 GiB. Where several arguments make the size, name them all
     (a tuple of names and one of values), so that the message shows which one is out of scale."""
+    if torch.compiler.is_compiling():  # the machine's memory cannot be read inside a graph;
+        return                          # a forward pass's estimate is checked when run eagerly
     named = (f"{name}={value!r}" if isinstance(name, str) else
              ", ".join(f"{n}={v!r}" for n, v in zip(name, value, strict=True)))
     elements = non_negative_int(elements, "elements")

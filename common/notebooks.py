@@ -14,6 +14,7 @@ copy, and the command fails with the first failing cell. The notebook itself is 
 """
 
 import argparse
+import ast
 import os
 import re
 import sys
@@ -110,6 +111,25 @@ def seeds_argument(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def replace_seeds(source: str, seeds: tuple[int, ...]) -> tuple[str, int]:
+    """`source` with each top-level `SEEDS = ...` statement, however many lines it spans,
+    replaced by `SEEDS = seeds`; and how many there were. A cell that Python cannot parse
+    (IPython's magics) has its one-line statements replaced."""
+    line = f"SEEDS = {tuple(seeds)!r}"
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return SEEDS_LINE.subn(line, source)
+    lines = source.splitlines(keepends=True)
+    spans = [(node.lineno, node.end_lineno) for node in tree.body
+             if isinstance(node, ast.Assign) and node.col_offset == 0
+             and [getattr(t, "id", None) for t in node.targets] == ["SEEDS"]]
+    for first, last in reversed(spans):  # from the end, so that earlier numbers stay valid
+        ending = "\n" if lines[last - 1].endswith("\n") else ""
+        lines[first - 1:last] = [line + ending]
+    return "".join(lines), len(spans)
+
+
 def has_seeds(notebook: Path) -> bool:
     """Whether a code cell of `notebook` has a line `SEEDS = ...` for `reseed` to replace."""
     import nbformat
@@ -132,7 +152,7 @@ def reseed_notebook(notebook: Path, seeds: tuple[int, ...], output: Path | None 
     replaced = 0
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.source, count = SEEDS_LINE.subn(f"SEEDS = {tuple(seeds)!r}", cell.source)
+            cell.source, count = replace_seeds(cell.source, seeds)
             replaced += count
     if replaced == 0:
         raise ValueError(f"{notebook.name} has no line 'SEEDS = ...' to reseed")

@@ -177,6 +177,15 @@ def check_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> None:
             checks.like_weights(x, weight, f"expert {index}")
 
 
+def _expert_output(output, index: int, x: Tensor) -> Tensor:
+    # An expert is any module; one that changes the width would be added up wrongly.
+    if not isinstance(output, Tensor) or output.shape != x.shape:
+        raise ValueError(f"expert {index} must map its tokens (n, d_model={x.size(1)}) to the "
+                         f"same shape, got {tuple(getattr(output, 'shape', ())) or output!r} "
+                         f"for {tuple(x.shape)}")
+    return output
+
+
 def _hidden_width(experts: nn.ModuleList, d_model: int) -> int:
     # What one expert holds per token between its matrices, estimated from its size: SwiGLU's
     # 3 d d_ff weights give 3 d_ff (two projections and their product).
@@ -195,7 +204,8 @@ def naive_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing) -> Tenso
                       ("x's tokens", "experts", "d_model"), (tokens, len(experts), d_model),
                       x.element_size())
     gates = dense_gates(routing, len(experts))
-    outputs = torch.stack([expert(x) for expert in experts], dim=1)  # (tokens, experts, d)
+    outputs = torch.stack([_expert_output(expert(x), index, x)
+                           for index, expert in enumerate(experts)], dim=1)  # (tokens, E, d)
     return (gates.unsqueeze(-1) * outputs).sum(1)
 
 
@@ -241,14 +251,16 @@ def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
                          f"{len(experts)} experts")
     kept = torch.ones(tokens * top_k, dtype=torch.bool, device=x.device)
     output = torch.zeros_like(x)
-    for expert, assignments in zip(experts, order.split(counts), strict=True):
+    for index, (expert, assignments) in enumerate(zip(experts, order.split(counts), strict=True)):
         if capacity is not None:
             kept[assignments[capacity:]] = False
             assignments = assignments[:capacity]
         if len(assignments) == 0:
             continue
         token = assignments % tokens
-        output.index_add_(0, token, expert(x[token]) * weights[assignments, None])
+        rows = x[token]
+        out = _expert_output(expert(rows), index, rows)
+        output.index_add_(0, token, out * weights[assignments, None])
     return output, kept.view(top_k, tokens).t()
 
 
@@ -365,6 +377,11 @@ class MixtureOfExperts(nn.Module):
             checks.like_weights(tokens, self.shared_expert_gate.weight, "shared expert's gate")
             output = output + torch.sigmoid(self.shared_expert_gate(tokens)) * self.shared_expert(
                 tokens)
+        if checks.values_readable(output) and output.numel() and not (
+                output.amax().isfinite() and output.amin().isfinite()):
+            raise ValueError(f"the experts' output overflows {x.dtype} (|x| up to "
+                             f"{x.abs().max().item():.3g}): their hidden layer grows beyond it; "
+                             "smaller inputs, or float32")
         # The statistics keep no graph; the auxiliary losses need the logits with theirs.
         self.last_routing, self.last_kept = routing.detach(), kept
         self._router_logits = routing.logits
@@ -547,8 +564,10 @@ def load_balancing_loss(router_logits: Tensor, top_k: int) -> Tensor:
         raise ValueError(f"top_k must be at most the number of experts {num_experts}, got {top_k}")
     probabilities = router_logits.softmax(-1, dtype=torch.promote_types(router_logits.dtype,
                                                                          torch.float32))
-    chosen = probabilities.topk(top_k, dim=-1).indices
-    fraction = F.one_hot(chosen, num_experts).to(probabilities.dtype).sum(1).mean(0)  # f_e
+    chosen = probabilities.topk(top_k, dim=-1).indices.flatten()
+    # f_e: counted into E cells, not through a (tokens, k, E) one-hot table
+    ones = torch.ones_like(chosen, dtype=probabilities.dtype)
+    fraction = ones.new_zeros(num_experts).scatter_add_(0, chosen, ones) / router_logits.size(0)
     return num_experts * (fraction * probabilities.mean(0)).sum()
 
 
@@ -696,15 +715,18 @@ def mutual_information(first: Tensor, second: Tensor, first_values: int,
                              f"{values - 1}, got {sample.min().item()} to {sample.max().item()}")
     cells = checks.positive_int(first_values, "first_values") * checks.positive_int(
         second_values, "second_values")  # Python ints: a NumPy product could wrap around
-    checks.affordable(cells, "first_values * second_values", cells)
-    joint = torch.zeros(first_values, second_values, device=first.device)
-    # int64 indices: uint8 ones would index as a boolean mask
-    joint.index_put_((first.long(), second.long()), torch.ones(len(first), device=first.device),
-                     accumulate=True)
-    joint /= joint.sum()
-    independent = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
-    seen = joint > 0
-    return float((joint[seen] * (joint[seen] / independent[seen]).log()).sum())
+    # The int64 counts of every cell, and a few arrays of the sample's length.
+    checks.affordable(cells + 6 * len(first), ("first_values * second_values", "samples"),
+                      (cells, len(first)), bytes_per_element=8)
+    # Exact integer counts (float32 counts stop at 2**24), over the cells the samples visit;
+    # int64 indices: uint8 ones would index as a boolean mask.
+    counts = torch.bincount(first.long() * second_values + second.long(), minlength=cells)
+    seen = counts.nonzero().squeeze(1)
+    joint = counts[seen].double() / len(first)
+    p_first = torch.bincount(first.long(), minlength=first_values).double() / len(first)
+    p_second = torch.bincount(second.long(), minlength=second_values).double() / len(first)
+    independent = p_first[seen // second_values] * p_second[seen % second_values]
+    return float((joint * (joint / independent).log()).sum())
 
 
 @dataclass

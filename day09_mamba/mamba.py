@@ -133,6 +133,10 @@ def sequential_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
         h = A_bar[:, t] * h + inputs[:, t]
         outputs.append((h * C[:, t].unsqueeze(1)).sum(-1))
     y = torch.stack(outputs, 1) if outputs else x.new_zeros(x.shape)
+    if checks.values_readable(y) and y.numel() and not (y.amax().isfinite()
+                                                        and y.amin().isfinite()):
+        raise ValueError(f"the state overflows {x.dtype}: with A > 0 the system grows like "
+                         f"exp(delta A t) (A up to {A.max().item():.3g}), or C h does")
     return y + x * D, h
 
 
@@ -312,7 +316,13 @@ class MambaBlock(nn.Module):
             records.append((delta.detach(), B.detach(), C.detach()))
         A = -torch.exp(self.A_log)
         scan = sequential_scan if self.scan == "sequential" else associative_scan
-        y, ssm = scan(u, delta, A, B, C, self.D, state.ssm)
+        try:
+            y, ssm = scan(u, delta, A, B, C, self.D, state.ssm)
+        except ValueError as error:  # in the user's terms: x, not the scan's inner tensors
+            if "overflow" not in str(error) and "NaN" not in str(error):
+                raise
+            raise ValueError(f"x (|x| up to {x.abs().max().item():.3g}) makes the block's "
+                             f"selective scan overflow {x.dtype} or hold NaN: {error}") from error
         output = self.out_proj(y * F.silu(gate))
         if not return_state:
             return output
@@ -346,11 +356,13 @@ def convolution_kernel(block: MambaBlock, length: int) -> Tensor:
         raise ValueError("convolution_kernel needs a block with selective=False: a selective "
                          "SSM has a different kernel at every position")
     length = checks.positive_int(length, "length")
-    checks.affordable(2 * block.d_inner * block.d_state * length, "length", length)  # powers
+    wide = torch.promote_types(block.A_log.dtype, torch.float32)
+    # The powers, their products with C and B_bar, and a temporary: four (E, N, length).
+    checks.affordable(4 * block.d_inner * block.d_state * length + length, "length", length,
+                      torch.empty((), dtype=wide).element_size())
     delta = F.softplus(block.dt_bias)                           # (E,)
     A_bar, B_bar = discretize(delta, -torch.exp(block.A_log), block.B)   # (E, N)
     # In at least float32: bfloat16 holds the integers only up to 256 (257 rounds to 256).
-    wide = torch.promote_types(A_bar.dtype, torch.float32)
     powers = A_bar.to(wide).unsqueeze(-1) ** torch.arange(length, dtype=wide)  # (E, N, length)
     return (block.C.unsqueeze(-1) * powers * B_bar.unsqueeze(-1)).sum(1).to(A_bar.dtype)
 
@@ -364,8 +376,8 @@ def ssd_matrix_form(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     _check_scan_inputs(x, delta, A, B, C, D, None)
     _check_stable(A, "the matrix form")
     batch, length, channels = x.shape
-    checks.affordable(4 * batch * length * length * channels, "x's shape (batch, L, E)",
-                      tuple(x.shape), x.element_size())  # four (batch, L, L, E) tensors
+    checks.affordable(5 * batch * length * length * channels, "x's shape (batch, L, E)",
+                      tuple(x.shape), x.element_size())  # up to five (batch, L, L, E) at once
     if not torch.equal(A, A[:, :1].expand_as(A)):
         raise ValueError("A must hold one value per channel (every row constant) for the "
                          "matrix form; a diagonal A with different entries has no single L")
@@ -509,6 +521,13 @@ def hugging_face_lm(model: MambaLM) -> nn.Module:
     block = model.layers[0].mixer
     if not all(layer.mixer.selective for layer in model.layers):
         raise ValueError("Hugging Face's MambaMixer is selective: build with selective=True")
+    for i, layer in enumerate(model.layers):  # its config has one size for every layer
+        sizes = [(m.d_model, m.d_inner, m.d_state, m.d_conv, m.dt_rank)
+                 for m in (block, layer.mixer)]
+        if sizes[1] != sizes[0]:
+            raise ValueError(f"Hugging Face's Mamba has one size for every layer: layer {i} has "
+                             f"(d_model, E, d_state, d_conv, dt_rank) = {sizes[1]}, layer 0 "
+                             f"{sizes[0]}")
     epsilons = {model.norm.eps, *(layer.norm.eps for layer in model.layers)}
     if len(epsilons) > 1:  # its config has one layer_norm_epsilon for every norm
         raise ValueError(f"Hugging Face's Mamba has one RMSNorm epsilon, got {sorted(epsilons)}")
@@ -569,8 +588,9 @@ class TransformerLM(nn.Module):
         from day01_transformer import PositionalEncoding
         from day02_encoder_decoder import Encoder
 
-        # The sinusoidal table is max_len by d_model, however short the sequences.
-        checks.affordable(checks.positive_int(max_len, "max_len") * checks.positive_int(
+        # The sinusoidal table is max_len by d_model, however short the sequences; Day 1 builds
+        # it through float64 products, sines and cosines: about 17 bytes per entry at once.
+        checks.affordable(5 * checks.positive_int(max_len, "max_len") * checks.positive_int(
             d_model, "d_model"), ("max_len", "d_model"), (max_len, d_model))
         vocab_size = checks.positive_int(vocab_size, "vocab_size")
         checks.affordable(vocab_size * d_model, ("vocab_size", "d_model"), (vocab_size, d_model))

@@ -229,3 +229,9 @@ def test_the_memory_limit_is_the_physical_memory_or_64_gib(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda i: type("Properties", (), {"total_memory": (i + 1) * 2 ** 40}))
     assert checks.memory_limit_bytes() == 2 * 2 ** 40
+
+
+def test_module_names_every_kind_of_a_tuple():
+    assert_error_names(lambda: checks.module(torch.zeros(1), "layer",
+                                             (torch.nn.Linear, torch.nn.Conv1d)),
+                       ["layer", "Linear or Conv1d", "Tensor"], TypeError)

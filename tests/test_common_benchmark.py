@@ -333,3 +333,17 @@ def test_malformed_tables_and_panels_name_the_row_and_the_column(tmp_path):
     assert_error_names(lambda: bench.write_json(tmp_path / "no" / "x.json", {"a": 1}),
                        ["path's folder", "does not exist"], FileNotFoundError)
     assert not (tmp_path / "no").exists()
+
+
+def test_peak_bytes_count_an_out_tensor_that_the_operation_grows():
+    a = torch.ones(100, 100)
+    assert bench.peak_tensor_bytes(lambda: torch.matmul(a, a, out=torch.empty(0))) == 40_000
+
+
+def test_a_folder_as_a_path_and_a_list_as_a_panel_are_named(tmp_path):
+    assert_error_names(lambda: bench.write_json(tmp_path, {"a": 1}),
+                       ["path must be a file", str(tmp_path)], IsADirectoryError)
+    rows = [{"method": "a", "n": 1, "ms": 1.0, "d": 4}]
+    assert_error_names(lambda: bench.plot_panels(rows, tmp_path / "p.png", "ms", "ms", "n",
+                                                 lambda r: [r["d"]], str),
+                       ["panel", "tuple", "[4]"], TypeError)

@@ -630,3 +630,36 @@ def test_inputs_that_overflow_the_scan_or_hold_nan_are_named():
     big = (torch.full_like(x, 3e38), torch.ones_like(delta), A, torch.full_like(B, 4.0), C, D)
     for scan in (sequential_scan, associative_scan):
         assert_error_names(lambda scan=scan: scan(*big), ["B_bar x", "overflows"])
+
+
+def test_a_growing_state_that_overflows_is_named():
+    """The sequential scan takes A > 0 (a growing system); its overflow was a silent inf."""
+    ones = torch.ones(1, 100, 1)
+    assert_error_names(lambda: sequential_scan(ones, ones, torch.ones(1, 1), ones, ones,
+                                               torch.zeros(1)), ["state overflows", "A > 0"])
+
+
+def test_a_block_names_x_when_its_scan_overflows():
+    torch.manual_seed(23)
+    assert_error_names(lambda: MambaBlock(4)(torch.randn(1, 3, 4) * 1e30),
+                       ["x (|x| up to", "overflow"])
+
+
+def test_the_twin_refuses_layers_of_different_sizes():
+    from day09_mamba.mamba import MambaLayer
+
+    model = MambaLM(6, 8, 2, d_state=4)
+    model.layers[1] = MambaLayer(8, d_state=2)
+    assert_error_names(lambda: hugging_face_lm(model), ["layer 1", "one size for every layer"])
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda: ssd_matrix_form(*_scan_inputs(1, 7800, 1, 1)[:5], torch.ones(1)), "x's shape"),
+    (lambda: convolution_kernel(MambaBlock(1, d_state=1, selective=False), 50_000_000),
+     "length"),
+    (lambda: TransformerLM(6, 16, 1, 2, 16, max_len=5_000_000), "max_len"),
+])
+def test_estimates_cover_what_the_calls_hold_at_once(build, name, monkeypatch):
+    """Each allocated more than 1 GiB under a 1 GiB limit, its estimate saying less."""
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
+    assert_error_names(build, [name, "GiB"])

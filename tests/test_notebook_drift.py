@@ -72,3 +72,14 @@ def test_a_file_that_is_not_a_notebook_is_a_usage_error(tmp_path, capsys, text, 
     error = capsys.readouterr().err
     assert stopped.value.code == 2 and "broken.ipynb is not a valid notebook" in error
     assert all(word in error for word in words)
+
+
+def test_reseed_replaces_a_seeds_statement_that_spans_lines():
+    """Only its first line was replaced, leaving a syntax error reported as a failing seed."""
+    from common.notebooks import replace_seeds
+
+    source = "x = 1\nSEEDS = (0,\n         1, 2)\nassert len(SEEDS) >= 2\n"
+    assert replace_seeds(source, (5, 6)) == (
+        "x = 1\nSEEDS = (5, 6)\nassert len(SEEDS) >= 2\n", 1)
+    assert replace_seeds("%time y = 2\nSEEDS = (0,)\n", (3,)) == ("%time y = 2\nSEEDS = (3,)\n", 1)
+    assert replace_seeds("def f():\n    SEEDS = 1\n", (3,))[1] == 0
