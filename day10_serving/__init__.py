@@ -1,6 +1,7 @@
 """Day 10: serving a language model. GPT-2 built from Days 1-3's pieces and proven equal to
-Hugging Face's GPT2LMHeadModel, a small language to serve, the key-value cache, and
-temperature, top-k and top-p sampling proven equal to transformers' generation.
+Hugging Face's GPT2LMHeadModel, a small language to serve, temperature, top-k and top-p
+sampling and the key-value cache proven equal to transformers' generation, a paged cache
+and continuous batching.
 
 The module beside this file (`serving.py`) is generated from `day10_serving.ipynb`; edit
 the notebook.
@@ -9,8 +10,12 @@ the notebook.
 from .serving import (
     ALPHABET,
     GPT2,
+    Engine,
     GPT2Block,
     KVCache,
+    PagedBatch,
+    PagedKVCache,
+    Request,
     Sampling,
     cache_bytes_per_token,
     decode,
@@ -28,8 +33,12 @@ from .serving import (
 __all__ = [
     "ALPHABET",
     "GPT2",
+    "Engine",
     "GPT2Block",
     "KVCache",
+    "PagedBatch",
+    "PagedKVCache",
+    "Request",
     "Sampling",
     "cache_bytes_per_token",
     "decode",

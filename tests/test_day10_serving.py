@@ -14,7 +14,10 @@ from common.testing import assert_error_names
 from day10_serving import (
     ALPHABET,
     GPT2,
+    Engine,
     KVCache,
+    PagedKVCache,
+    Request,
     Sampling,
     cache_bytes_per_token,
     decode,
@@ -217,3 +220,90 @@ def test_huge_caches_and_models_are_refused_before_allocating(monkeypatch):
                        ["capacity=100000", "batch=64", "GiB"])
     assert_error_names(lambda: GPT2(50257, 4096, 32, 32), ["d_model=4096", "num_layers=32"])
     assert math.isfinite(cache_bytes_per_token(1, 1, 1, 1))
+
+
+def requests(count=10, sampled=True, seed=1):
+    rng = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 8, (count,), generator=rng).tolist()
+    news = torch.randint(1, 20, (count,), generator=rng).tolist()
+    return [Request(i, torch.randint(0, 40, (lengths[i],), generator=rng), news[i],
+                    Sampling(0.9, top_k=10) if sampled and i % 3 == 0 else None, seed=i)
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("options", [dict(max_batch=1), dict(max_batch=3),
+                                     dict(max_batch=3, static=True),
+                                     dict(max_batch=10, page_size=1)])
+def test_every_request_gets_the_tokens_it_gets_alone(tiny, options):
+    alone = {r.name: generate(tiny, r.prompt[None], r.max_new_tokens, sampling=r.sampling,
+                              generator=torch.Generator().manual_seed(r.seed))
+             [0, len(r.prompt):].tolist() for r in requests()}
+    engine = Engine(tiny, num_pages=60, **{"page_size": 4, **options})
+    assert engine.run(requests()) == alone
+    assert len(engine.cache.free_pages) == 60 and not engine.cache.tables
+
+
+def test_a_small_pool_makes_requests_wait_not_fail(tiny):
+    """Four pages of four tokens: one request of up to 16 tokens at a time."""
+    engine = Engine(tiny, num_pages=4, page_size=4, max_batch=8)
+    batch = [Request(i, torch.tensor([1, 2, 3]), 13) for i in range(3)]
+    results = engine.run(batch)
+    assert all(len(results[i]) == 13 for i in range(3))
+    assert engine.most_pages == 4 and max(map(len, engine.history)) == 1
+
+
+def test_continuous_batching_computes_no_finished_sequence(tiny):
+    static, continuous = (Engine(tiny, 60, 4, 3, static=s) for s in (True, False))
+    static.run(requests(sampled=False))
+    continuous.run(requests(sampled=False))
+    tokens = sum(r.max_new_tokens for r in requests())
+    assert continuous.rows == tokens < static.rows
+    assert continuous.model_calls < static.model_calls
+
+
+def test_paged_keys_equal_the_contiguous_cache(tiny):
+    """Two sequences of different lengths decoded in one call, against each alone."""
+    cache = PagedKVCache(2, 8, 3, 4, 8)
+    first, second = torch.randint(0, 40, (1, 7)), torch.randint(0, 40, (1, 2))
+    with torch.no_grad():
+        tiny(first, cache.batch(["a"], 7))
+        tiny(second, cache.batch(["b"], 2))
+        nxt = torch.tensor([[5], [9]])
+        both = tiny(nxt, cache.batch(["a", "b"], 1))[:, -1]
+        alone = [tiny(torch.cat([t, n[None]], 1))[0, -1] for t, n in ((first, nxt[0]),
+                                                                      (second, nxt[1]))]
+    assert_close(both, torch.stack(alone), rtol=1e-5, atol=1e-5)
+    assert cache.tables == {"a": [0, 1, 2], "b": [3]} and cache.lengths == {"a": 8, "b": 3}
+
+
+@pytest.mark.parametrize("call, words, error", [
+    (lambda m: Engine(m, 0), ["num_pages", "0"], ValueError),
+    (lambda m: Engine(m, 4, max_batch=0), ["max_batch", "0"], ValueError),
+    (lambda m: Engine(torch.nn.Linear(2, 2), 4), ["model", "GPT2"], TypeError),
+    (lambda m: Engine(m, 4).submit("the cat"), ["request", "Request", "str"], TypeError),
+    (lambda m: Engine(m, 4, 4).submit(Request(0, torch.ones(10, dtype=torch.long), 10)),
+     ["request 0", "pages", "4"], ValueError),
+    (lambda m: Engine(m, 40, 4).submit(Request(0, torch.ones(60, dtype=torch.long), 10)),
+     ["request 0", "max_len=64"], ValueError),
+    (lambda m: Request(0, torch.ones(0, dtype=torch.long), 3), ["prompt", "at least one"],
+     ValueError),
+    (lambda m: Request(0, torch.ones(2, dtype=torch.long), 0), ["max_new_tokens", "0"],
+     ValueError),
+    (lambda m: Request(0, torch.ones(1, 2, dtype=torch.long), 3), ["prompt", "(1, 2)"],
+     ValueError),
+    (lambda m: PagedKVCache(1, 2, 2, 1, 1).batch(["a", "b"], 2), ["one new token each"],
+     ValueError),
+    (lambda m: PagedKVCache(1, 2, 2, 1, 1).batch(["a", "a"], 1), ["distinct"], ValueError),
+    (lambda m: PagedKVCache(1, 2, 2, 1, 1).batch(["a"], 5), ["2 free pages", "3 more"],
+     MemoryError),
+    (lambda m: PagedKVCache(1, 2, 2, 1, 1).free("a"), ["'a'", "not in the cache"], KeyError),
+])
+def test_bad_serving_inputs_name_the_argument(tiny, call, words, error):
+    assert_error_names(lambda: call(tiny), words, error)
+
+
+def test_a_request_name_is_served_once_at_a_time(tiny):
+    engine = Engine(tiny, 8, 4)
+    engine.submit(Request("x", torch.ones(2, dtype=torch.long), 2))
+    assert_error_names(lambda: engine.submit(Request("x", torch.ones(2, dtype=torch.long), 2)),
+                       ["'x'", "already being served"])
