@@ -35,6 +35,9 @@ class PairedDifference:
 
     def describe(self, scale: float = 1.0, unit: str = "") -> str:
         """'mean ± std unit', each multiplied by `scale` (100 for accuracies in points)."""
+        scale = checks.as_float(scale, "scale")
+        if not isinstance(unit, str):
+            raise TypeError(f"unit must be a str, got {type(unit).__name__}")
         mean = round(self.mean * scale, 1) + 0.0  # + 0.0: no "-0.0"
         return f"{mean:+.1f} ± {self.std * scale:.1f}{unit}"
 

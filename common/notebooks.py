@@ -112,22 +112,27 @@ def seeds_argument(text: str) -> tuple[int, ...]:
 
 
 def replace_seeds(source: str, seeds: tuple[int, ...]) -> tuple[str, int]:
-    """`source` with each top-level `SEEDS = ...` statement, however many lines it spans,
-    replaced by `SEEDS = seeds`; and how many there were. A cell that Python cannot parse
-    (IPython's magics) has its one-line statements replaced."""
-    line = f"SEEDS = {tuple(seeds)!r}"
+    """`source` with the value of each top-level assignment to SEEDS (`SEEDS = ...`, over any
+    number of lines, chained or followed by `; ...`) replaced by `seeds`; and how many there
+    were. A cell that Python cannot parse (IPython's magics) has its one-line statements
+    replaced."""
+    value = repr(tuple(seeds))
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return SEEDS_LINE.subn(line, source)
+        return SEEDS_LINE.subn(f"SEEDS = {value}", source)
     lines = source.splitlines(keepends=True)
-    spans = [(node.lineno, node.end_lineno) for node in tree.body
-             if isinstance(node, ast.Assign) and node.col_offset == 0
-             and [getattr(t, "id", None) for t in node.targets] == ["SEEDS"]]
-    for first, last in reversed(spans):  # from the end, so that earlier numbers stay valid
-        ending = "\n" if lines[last - 1].endswith("\n") else ""
-        lines[first - 1:last] = [line + ending]
-    return "".join(lines), len(spans)
+    offsets = [0]
+    for line in lines:  # where each line starts in `source`
+        offsets.append(offsets[-1] + len(line.encode()))
+    spans = [(offsets[node.value.lineno - 1] + node.value.col_offset,
+              offsets[node.value.end_lineno - 1] + node.value.end_col_offset)
+             for node in tree.body if isinstance(node, ast.Assign)
+             and "SEEDS" in [getattr(target, "id", None) for target in node.targets]]
+    text = source.encode()  # ast's column offsets count UTF-8 bytes
+    for start, end in reversed(spans):  # from the end, so that earlier offsets stay valid
+        text = text[:start] + value.encode() + text[end:]
+    return text.decode(), len(spans)
 
 
 def has_seeds(notebook: Path) -> bool:

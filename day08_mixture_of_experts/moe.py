@@ -218,10 +218,15 @@ def expert_capacity(tokens: int, num_experts: int, top_k: int, capacity_factor: 
         top_k, "top_k")
     if top_k > num_experts:
         raise ValueError(f"top_k must be at most num_experts={num_experts}, got {top_k}")
+    written = str(capacity_factor)  # NumPy's float32(1.1) prints as 1.1, its shortest form
     capacity_factor = checks.positive_float(capacity_factor, "capacity_factor")
     # In exact arithmetic on the factor as written: 1.1 * 100 is 110.00000000000001 in floats,
     # whose ceiling would give one assignment more than ceil(1.1 * 100 / 5) = 22.
-    return min(math.ceil(Fraction(repr(capacity_factor)) * tokens * top_k / num_experts), tokens)
+    try:
+        factor = Fraction(written)
+    except ValueError:  # a form Fraction does not read (a tensor): the float's shortest form
+        factor = Fraction(repr(capacity_factor))
+    return min(math.ceil(factor * tokens * top_k / num_experts), tokens)
 
 
 def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
@@ -232,6 +237,10 @@ def sorted_dispatch(x: Tensor, experts: nn.ModuleList, routing: Routing,
     (GShard, section 2.2); the rest are dropped. Returns (output, kept): kept is (tokens,
     top_k), False where an assignment was dropped."""
     check_dispatch(x, experts, routing)
+    # Each assignment's token, its hidden layer and its weighted output (kept for autograd).
+    checks.affordable(routing.experts.numel() * (_hidden_width(experts, x.size(1)) + 2 * x.size(1)),
+                      ("x's tokens", "top_k", "the experts' hidden width"),
+                      (*routing.experts.shape, _hidden_width(experts, x.size(1))), x.element_size())
     if x.device.type == "meta":
         raise ValueError("the sorted dispatch reads how many tokens each expert got, which "
                          "meta tensors do not hold: use the gathered dispatch on the meta device")
@@ -604,6 +613,9 @@ def moe_vit(config: dict, num_experts: int = 8, top_k: int = 2, d_expert: int | 
             raise ValueError(f"d_expert defaults to d_mlp // top_k = {config['d_mlp']} // "
                              f"{top_k} = 0: give d_expert, or a d_mlp of at least top_k")
     d_expert = checks.positive_int(d_expert, "d_expert")
+    if "d_ff" in moe_options:  # MixtureOfExperts's name for it, which moe_vit sets itself
+        raise TypeError(f"moe_vit calls the experts' width d_expert, got d_ff="
+                        f"{moe_options['d_ff']!r}")
     model = ViT(**config)
     blocks = model.encoder.blocks
     if moe_blocks is None:
@@ -640,6 +652,9 @@ def auxiliary_loss(model: nn.Module, balance_weight: float = 0.01,
     total = torch.zeros(())
     for layer in moe_layers(model):
         logits = layer.router_logits()
+        if logits.size(0) == 0:
+            raise ValueError("model's last call had no tokens: its layers' auxiliary losses "
+                             "are means over none")
         total = total + balance_weight * load_balancing_loss(logits, layer.router.top_k)
         total = total + z_weight * router_z_loss(logits)
     return total
@@ -710,6 +725,7 @@ def mutual_information(first: Tensor, second: Tensor, first_values: int,
     for name, sample, values in (("first", first, first_values),
                                  ("second", second, second_values)):
         values = checks.positive_int(values, f"{name}_values")
+        sample = sample.long()  # compared in int64: 128 would wrap around in int8
         if sample.min() < 0 or sample.max() >= values:
             raise ValueError(f"{name} must hold values from 0 to {name}_values - 1 = "
                              f"{values - 1}, got {sample.min().item()} to {sample.max().item()}")
@@ -776,7 +792,13 @@ def train_moe_digits(build, epochs: int = 10, batch_size: int = 64,
     for _ in range(epochs):
         model.train()
         for batch in torch.randperm(len(y_train), generator=order).split(batch_size):
-            logits = model(x_train[batch])
+            try:
+                logits = model(x_train[batch])
+            except ValueError as error:  # NaN or overflowing weights, met inside the model
+                if "NaN" not in str(error) and "overflow" not in str(error):
+                    raise
+                raise FloatingPointError(f"training diverged: {error} (learning_rate="
+                                         f"{learning_rate}); try a lower rate") from error
             loss = F.cross_entropy(logits, y_train[batch]) + auxiliary_loss(
                 model, balance_weight, z_weight)
             if not loss.isfinite():

@@ -119,6 +119,18 @@ def _discrete_steps(x: Tensor, delta: Tensor, A: Tensor, B: Tensor,
     return A_bar, inputs
 
 
+def _finite(y: Tensor, A: Tensor) -> Tensor:
+    """`y`, a scan's output, if it did not overflow its dtype (reductions only: no second
+    tensor of its size)."""
+    if checks.values_readable(y) and y.numel() and not (y.amax().isfinite()
+                                                        and y.amin().isfinite()):
+        growing = A.numel() and A.max() > 0
+        cause = (f"with A > 0 (up to {A.max().item():.3g}) the state grows like "
+                 f"exp(delta A t)" if growing else "C h + D x is too large for it")
+        raise ValueError(f"the scan's output overflows {y.dtype}: {cause}")
+    return y
+
+
 def sequential_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                     state: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The selective scan, one step per token (Mamba, equation 2a-2b with Algorithm 2):
@@ -133,11 +145,7 @@ def sequential_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
         h = A_bar[:, t] * h + inputs[:, t]
         outputs.append((h * C[:, t].unsqueeze(1)).sum(-1))
     y = torch.stack(outputs, 1) if outputs else x.new_zeros(x.shape)
-    if checks.values_readable(y) and y.numel() and not (y.amax().isfinite()
-                                                        and y.amin().isfinite()):
-        raise ValueError(f"the state overflows {x.dtype}: with A > 0 the system grows like "
-                         f"exp(delta A t) (A up to {A.max().item():.3g}), or C h does")
-    return y + x * D, h
+    return _finite(y + x * D, A), h
 
 
 def associative_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
@@ -150,7 +158,11 @@ def associative_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, 
     `sequential_scan`."""
     _check_scan_inputs(x, delta, A, B, C, D, state)
     _check_stable(A, "the associative scan")
-    a, b = _discrete_steps(x, delta, A, B, copies=6)              # (batch, L, E, N) each
+    # Six (batch, L, E, N) tensors at once; autograd keeps two more per doubling round.
+    graph = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, delta, A, B, C, D, state))
+    rounds = math.ceil(math.log2(x.size(1))) if x.size(1) > 1 else 0
+    a, b = _discrete_steps(x, delta, A, B, copies=6 + (2 * rounds if graph else 0))
     if state is not None:  # the entering state flows in through the first step
         b = torch.cat([b[:, :1] + a[:, :1] * state.unsqueeze(1), b[:, 1:]], dim=1)
     offset = 1
@@ -160,7 +172,7 @@ def associative_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, 
         offset *= 2
     h = b[:, -1] if x.size(1) else (x.new_zeros(x.size(0), x.size(2), A.size(1))
                                     if state is None else state)
-    return (b * C.unsqueeze(2)).sum(-1) + x * D, h
+    return _finite((b * C.unsqueeze(2)).sum(-1) + x * D, A), h
 
 
 @dataclass
@@ -609,6 +621,11 @@ class TransformerLM(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens (batch, L) of ids -> logits (batch, L, vocab_size)."""
         check_tokens(tokens, self.embedding.num_embeddings)
+        batch, length = tokens.shape
+        heads = self.encoder.layers[0].self_attention.num_heads
+        # Day 1's attention holds a layer's (batch, heads, L, L) scores, weights and mask.
+        checks.affordable(3 * batch * heads * length ** 2, ("tokens' shape (batch, L)", "heads"),
+                          (tuple(tokens.shape), heads))
         x = self.positions(self.embedding(tokens) * math.sqrt(self.embedding.embedding_dim))
         return self.lm_head(self.encoder(x, causal=True))
 

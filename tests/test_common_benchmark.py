@@ -347,3 +347,14 @@ def test_a_folder_as_a_path_and_a_list_as_a_panel_are_named(tmp_path):
     assert_error_names(lambda: bench.plot_panels(rows, tmp_path / "p.png", "ms", "ms", "n",
                                                  lambda r: [r["d"]], str),
                        ["panel", "tuple", "[4]"], TypeError)
+
+
+def test_peak_bytes_count_a_tensor_built_from_python_data():
+    """torch.tensor(data) reaches the dispatcher as lift_fresh of a tensor made out of sight."""
+    assert bench.peak_tensor_bytes(lambda: torch.tensor([1.0] * 1000)) == 4000
+
+
+def test_a_row_without_an_x_value_is_named(tmp_path):
+    rows = [{"ms": 1.0, "n": None, "method": "a"}, {"ms": 2.0, "n": 4, "method": "a"}]
+    assert_error_names(lambda: bench.plot_panels(rows, tmp_path / "p.png", "ms", "ms", "n",
+                                                 lambda r: (), str), ["rows[0]", "'n'"])

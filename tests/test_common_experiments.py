@@ -94,3 +94,9 @@ def test_repeated_seeds_and_overflowing_spreads_are_refused():
     with pytest.raises(argparse.ArgumentTypeError, match="distinct"):
         seeds_argument("0,0")
     assert_error_names(lambda: paired_difference([1.7e308, -1.7e308], [0, 0]), ["overflows"])
+
+
+def test_describe_checks_its_scale_and_unit():
+    difference = paired_difference([0.9, 0.8, 0.85], [0.7, 0.75, 0.8])
+    assert_error_names(lambda: difference.describe(scale="100"), ["scale", "str"], TypeError)
+    assert_error_names(lambda: difference.describe(100, 5), ["unit", "int"], TypeError)

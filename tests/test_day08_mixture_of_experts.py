@@ -753,3 +753,32 @@ def test_experts_that_overflow_float16_are_named_not_nan():
     layer = MixtureOfExperts(16, 32, 4, 2).half()
     assert_error_names(lambda: layer(300 * torch.randn(8, 16).half()),
                        ["experts' output overflows torch.float16", "|x| up to"])
+
+
+def test_round_five_cases_are_named_or_exact():
+    """int8 samples compared without wrapping around; float32 factors taken as written;
+    d_ff passed to moe_vit, and an auxiliary loss after a call without tokens, named."""
+    assert mutual_information(torch.tensor([0, 127], dtype=torch.int8), torch.tensor([0, 1]),
+                              128, 2) == pytest.approx(math.log(2))
+    assert expert_capacity(100, 11, 1, np.float32(1.1)) == expert_capacity(100, 11, 1, 1.1) == 10
+    assert_error_names(lambda: moe_vit(CONFIG, num_experts=2, d_ff=32), ["d_expert", "d_ff=32"],
+                       TypeError)
+    layer = MixtureOfExperts(4, 8, 3, 2)
+    layer(torch.randn(0, 4))
+    assert_error_names(lambda: auxiliary_loss(layer), ["model's last call had no tokens"])
+
+
+def test_the_sorted_dispatch_estimates_its_hidden_layers(monkeypatch):
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
+    layer = MixtureOfExperts(4, 2048, 1, 1)
+    with torch.no_grad():
+        assert_error_names(lambda: layer(torch.randn(65536, 4)),
+                           ["x's tokens", "the experts' hidden width", "GiB"])
+
+
+def test_divergence_met_inside_the_model_is_named_as_training_divergence():
+    vit = dict(image_size=8, patch_size=4, in_channels=1, num_classes=10, d_model=8,
+               num_layers=2, num_heads=2, d_mlp=16)
+    assert_error_names(lambda: train_moe_digits(lambda: moe_vit(vit, num_experts=2, top_k=1),
+                                                epochs=1, learning_rate=1e4),
+                       ["training diverged", "learning_rate"], FloatingPointError)

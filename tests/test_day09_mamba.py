@@ -636,7 +636,7 @@ def test_a_growing_state_that_overflows_is_named():
     """The sequential scan takes A > 0 (a growing system); its overflow was a silent inf."""
     ones = torch.ones(1, 100, 1)
     assert_error_names(lambda: sequential_scan(ones, ones, torch.ones(1, 1), ones, ones,
-                                               torch.zeros(1)), ["state overflows", "A > 0"])
+                                               torch.zeros(1)), ["output overflows", "A > 0"])
 
 
 def test_a_block_names_x_when_its_scan_overflows():
@@ -663,3 +663,25 @@ def test_estimates_cover_what_the_calls_hold_at_once(build, name, monkeypatch):
     """Each allocated more than 1 GiB under a 1 GiB limit, its estimate saying less."""
     monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
     assert_error_names(build, [name, "GiB"])
+
+
+def test_the_associative_scan_names_an_overflowing_output():
+    half = torch.float16
+    assert_error_names(lambda: associative_scan(
+        torch.full((1, 8, 2), 3000.0, dtype=half), torch.ones(1, 8, 2, dtype=half),
+        -torch.ones(2, 16, dtype=half), torch.ones(1, 8, 16, dtype=half),
+        torch.ones(1, 8, 16, dtype=half), torch.zeros(2, dtype=half)),
+        ["output overflows torch.float16", "C h + D x"])
+
+
+def test_estimates_cover_autograd_and_attention(monkeypatch):
+    """The associative scan's graph keeps two tensors per doubling round; Day 1's attention
+    holds (batch, heads, L, L) scores in the Transformer."""
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 2**30)
+    x = torch.randn(1, 64, 2048, requires_grad=True)
+    assert_error_names(lambda: associative_scan(
+        x, torch.full((1, 64, 2048), 0.1), -torch.ones(2048, 256), torch.randn(1, 64, 256),
+        torch.randn(1, 64, 256), torch.ones(2048)), ["(1, 64, 2048, 256)", "GiB"])
+    with torch.no_grad():
+        assert_error_names(lambda: TransformerLM(6, 8, 1, 2, 16, max_len=12000)(
+            torch.zeros(1, 12000, dtype=torch.long)), ["(1, 12000)", "heads=2", "GiB"])

@@ -83,3 +83,15 @@ def test_reseed_replaces_a_seeds_statement_that_spans_lines():
         "x = 1\nSEEDS = (5, 6)\nassert len(SEEDS) >= 2\n", 1)
     assert replace_seeds("%time y = 2\nSEEDS = (0,)\n", (3,)) == ("%time y = 2\nSEEDS = (3,)\n", 1)
     assert replace_seeds("def f():\n    SEEDS = 1\n", (3,))[1] == 0
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("SEEDS = (0, 1); WIDTH = 5\nprint(WIDTH)\n", "SEEDS = (3,); WIDTH = 5\nprint(WIDTH)\n"),
+    ("SEEDS = BASE = (0, 1)\n", "SEEDS = BASE = (3,)\n"),
+    ("label = 'ü'; SEEDS = (1,)\n", "label = 'ü'; SEEDS = (3,)\n"),
+])
+def test_reseed_replaces_only_the_value(source, expected):
+    """The statement's whole line was replaced, dropping `; WIDTH = 5` without a word."""
+    from common.notebooks import replace_seeds
+
+    assert replace_seeds(source, (3,)) == (expected, 1)
