@@ -67,6 +67,9 @@ class GPT2(nn.Module):
                           ("vocab_size", "max_len", "d_model", "num_layers"),
                           (vocab_size, max_len, d_model, num_layers))
         self.max_len = max_len
+        # What builds the same model again (a checkpoint stores it beside the weights).
+        self.config = dict(vocab_size=vocab_size, d_model=d_model, num_layers=num_layers,
+                           num_heads=num_heads, max_len=max_len, eps=eps)
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.position_embedding = nn.Embedding(max_len, d_model)
         self.blocks = nn.ModuleList(GPT2Block(d_model, num_heads, eps) for _ in range(num_layers))
@@ -292,6 +295,8 @@ def next_tokens(logits: Tensor, sampling: Sampling | None = None,
     is None, else drawn from the filtered distribution with `generator` (default: torch's
     global one)."""
     checks.floating_tensor(logits, "logits", dims=2)
+    if checks.values_readable(logits) and logits.isnan().any():  # argmax would pick a NaN
+        raise ValueError("logits hold NaN: the model's weights or inputs do")
     if sampling is None:
         return logits.argmax(-1)
     probabilities = filtered_logits(logits, sampling).softmax(-1)
@@ -639,6 +644,18 @@ class Engine:
             self.finished_at[request.name] = len(self.history)
         return finished
 
+    def cancel(self, name) -> bool:
+        """Stop serving request `name` (its client went away): it leaves the queue or the
+        batch, and its pages return to the pool. False if it is not being served."""
+        for line in (self.waiting, self.running):
+            for request in line:
+                if request.name == name:
+                    line.remove(request)
+                    if name in self.cache.tables:
+                        self.cache.free(name)
+                    return True
+        return False
+
     def run(self, requests: list[Request]) -> dict:
         """Serve `requests` to the end: {name: the tokens it wrote}."""
         for request in requests:
@@ -648,3 +665,86 @@ class Engine:
             for request in self.step():
                 results[request.name] = request.tokens
         return results
+
+
+@dataclass
+class SpeculationStats:
+    """What a speculative generation did: rounds (one target call each), draft calls, and
+    the draft tokens proposed and accepted."""
+    rounds: int = 0
+    draft_calls: int = 0
+    proposed: int = 0
+    accepted: int = 0
+
+    @property
+    def acceptance(self) -> float:
+        """The share of the draft's tokens that the target accepted."""
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+
+@torch.no_grad()
+def speculative_generate(target: GPT2, draft: GPT2, prompt: Tensor, max_new_tokens: int,
+                         lookahead: int = 4) -> tuple[Tensor, SpeculationStats]:
+    """Greedy speculative decoding (Leviathan et al., 2023; Chen et al., 2023): the small
+    `draft` proposes `lookahead` tokens, one call each; the `target` scores all of them in
+    one call; the longest prefix on which the target's own choice agrees is kept, followed
+    by the target's token where they first differ (or after the last). Every kept token is
+    the target's greedy choice, so the text is exactly `generate(target, ...)`'s. prompt
+    (1, L) -> (1, L + max_new_tokens), and the counts."""
+    for name, model in (("target", target), ("draft", draft)):
+        checks.module(model, name, GPT2)
+    if draft.vocab_size != target.vocab_size:
+        raise ValueError(f"draft and target must share a vocabulary, got {draft.vocab_size} "
+                         f"and {target.vocab_size} tokens")
+    check_tokens(prompt, target.vocab_size)
+    if prompt.size(0) != 1 or prompt.size(1) == 0:
+        raise ValueError(f"prompt must be one sequence (1, L) with L >= 1 (each sequence "
+                         f"accepts a different number of tokens), got {tuple(prompt.shape)}")
+    max_new_tokens = checks.non_negative_int(max_new_tokens, "max_new_tokens")
+    lookahead = checks.positive_int(lookahead, "lookahead")
+    capacity = prompt.size(1) + max_new_tokens + lookahead  # a round may overshoot the end
+    if capacity > min(target.max_len, draft.max_len):
+        raise ValueError(f"prompt length {prompt.size(1)} + max_new_tokens {max_new_tokens} + "
+                         f"lookahead {lookahead} exceed the models' max_len="
+                         f"{min(target.max_len, draft.max_len)}")
+    # Two caches, even when the draft is the target itself.
+    target_cache, draft_cache = target.new_cache(1, capacity), draft.new_cache(1, capacity)
+    stats = SpeculationStats()
+    tokens = prompt[0].tolist()
+    # The first token is the target's own; from then on the last token is not yet in a cache.
+    tokens.append(int(target(prompt, target_cache)[0, -1].argmax()))
+    while len(tokens) - prompt.size(1) < max_new_tokens:
+        proposal = []
+        for _ in range(lookahead):  # the draft catches up on what it has not seen, then guesses
+            seen = draft_cache.length
+            logits = draft(torch.tensor([tokens[seen:] + proposal[-1:]]), draft_cache)
+            proposal.append(int(logits[0, -1].argmax()))
+            stats.draft_calls += 1
+        fed = tokens[target_cache.length:] + proposal             # the last token, then guesses
+        choices = target(torch.tensor([fed]), target_cache)[0, -(lookahead + 1):].argmax(-1)
+        agreed = 0
+        while agreed < lookahead and proposal[agreed] == int(choices[agreed]):
+            agreed += 1
+        tokens += proposal[:agreed] + [int(choices[agreed])]
+        stats.rounds += 1
+        stats.proposed, stats.accepted = stats.proposed + lookahead, stats.accepted + agreed
+        # Both caches forget the rejected guesses: all but the newest token stay.
+        for cache in (target_cache, draft_cache):
+            cache.truncate(min(cache.length, len(tokens) - 1))
+    return torch.tensor([tokens[:prompt.size(1) + max_new_tokens]]), stats
+
+
+def save_checkpoint(model: GPT2, path) -> None:
+    """`model`'s configuration and weights in one file, for `load_checkpoint`."""
+    checks.module(model, "model", GPT2)
+    torch.save({"config": model.config, "state": model.state_dict()}, path)
+
+
+def load_checkpoint(path) -> GPT2:
+    """The GPT2 that `save_checkpoint` wrote to `path`, in evaluation mode."""
+    saved = torch.load(path, weights_only=True)  # tensors and plain values only: no code runs
+    if not isinstance(saved, dict) or set(saved) != {"config", "state"}:
+        raise ValueError(f"{path} is not a checkpoint that save_checkpoint wrote")
+    model = GPT2(**saved["config"])
+    model.load_state_dict(saved["state"])
+    return model.eval()

@@ -27,8 +27,11 @@ from day10_serving import (
     hugging_face_gpt2,
     is_grammatical,
     language_model_loss,
+    load_checkpoint,
     next_tokens,
+    save_checkpoint,
     sentences,
+    speculative_generate,
     train_language_model,
 )
 
@@ -307,3 +310,61 @@ def test_a_request_name_is_served_once_at_a_time(tiny):
     engine.submit(Request("x", torch.ones(2, dtype=torch.long), 2))
     assert_error_names(lambda: engine.submit(Request("x", torch.ones(2, dtype=torch.long), 2)),
                        ["'x'", "already being served"])
+
+
+@pytest.mark.parametrize("lookahead", [1, 3, 8])
+def test_speculative_decoding_writes_exactly_the_targets_tokens(tiny, lookahead):
+    torch.manual_seed(2)
+    draft = GPT2(40, 16, 1, 2, max_len=64).eval()
+    for prompt in (torch.randint(0, 40, (1, 5)), torch.randint(0, 40, (1, 1))):
+        out, stats = speculative_generate(tiny, draft, prompt, 30, lookahead)
+        assert torch.equal(out, generate(tiny, prompt, 30))
+        assert stats.draft_calls == lookahead * stats.rounds
+        assert stats.proposed == lookahead * stats.rounds >= stats.accepted
+    out, own = speculative_generate(tiny, tiny, prompt, 30, lookahead)  # a perfect draft
+    assert own.acceptance == 1.0 and own.rounds == math.ceil(29 / (lookahead + 1))
+    assert torch.equal(out, generate(tiny, prompt, 30))
+    assert torch.equal(speculative_generate(tiny, draft, prompt, 0)[0], prompt)
+
+
+@pytest.mark.parametrize("call, words, error", [
+    (lambda m: speculative_generate(m, GPT2(41, 16, 1, 2), torch.ones(1, 3, dtype=torch.long),
+                                    5), ["vocabulary", "41", "40"], ValueError),
+    (lambda m: speculative_generate(m, m, torch.ones(2, 3, dtype=torch.long), 5),
+     ["prompt", "(1, L)", "(2, 3)"], ValueError),
+    (lambda m: speculative_generate(m, m, torch.ones(1, 3, dtype=torch.long), 5, 0),
+     ["lookahead", "0"], ValueError),
+    (lambda m: speculative_generate(m, m, torch.ones(1, 50, dtype=torch.long), 10, 5),
+     ["lookahead 5", "max_len=64"], ValueError),
+    (lambda m: speculative_generate(m, "draft", torch.ones(1, 3, dtype=torch.long), 5),
+     ["draft", "GPT2", "str"], TypeError),
+])
+def test_bad_speculation_inputs_name_the_argument(tiny, call, words, error):
+    assert_error_names(lambda: call(tiny), words, error)
+
+
+def test_a_checkpoint_builds_the_same_model(tiny, tmp_path):
+    save_checkpoint(tiny, tmp_path / "tiny.pt")
+    again = load_checkpoint(tmp_path / "tiny.pt")
+    tokens = torch.randint(0, 40, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(again(tokens), tiny(tokens))
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    assert_error_names(lambda: load_checkpoint(tmp_path / "other.pt"), ["other.pt", "checkpoint"])
+
+
+def test_an_engine_cancels_a_request_and_frees_its_pages(tiny):
+    engine = Engine(tiny, 20, 4, 2)
+    for name in ("a", "b", "c"):
+        engine.submit(Request(name, torch.ones(3, dtype=torch.long), 20))
+    engine.step()
+    assert engine.cancel("a") and engine.cancel("c") and not engine.cancel("zzz")
+    assert [r.name for r in engine.running] == ["b"] and not engine.waiting
+    assert len(engine.cache.free_pages) == 20 - len(engine.cache.tables["b"])
+
+
+def test_nan_logits_are_named_not_chosen():
+    logits = torch.zeros(2, 5)
+    logits[1, 3] = float("nan")
+    assert_error_names(lambda: next_tokens(logits), ["logits hold NaN"])
+    assert_error_names(lambda: next_tokens(logits, Sampling()), ["logits hold NaN"])
