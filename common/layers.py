@@ -30,6 +30,7 @@ from day07_flash_attention import (
 )
 from day08_mixture_of_experts import MixtureOfExperts, Router, SwiGLUExpert, moe_vit
 from day09_mamba import MambaBlock, MambaLM, RMSNorm
+from day10_serving import GPT2, GPT2Block, KVCache, PagedKVCache
 
 __all__ = [
     "VIT_CONFIGS",
@@ -39,12 +40,16 @@ __all__ = [
     "DecoderLayer",
     "Encoder",
     "EncoderLayer",
+    "GPT2",
+    "GPT2Block",
     "Generator",
+    "KVCache",
     "LayerNorm",
     "MambaBlock",
     "MambaLM",
     "MixtureOfExperts",
     "MultiHeadAttention",
+    "PagedKVCache",
     "PatchEmbedding",
     "PositionEmbedding",
     "PositionalEncoding",
