@@ -30,6 +30,7 @@ class EngineThread:
         self.engine = engine
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.outputs: dict = {}  # name -> [loop, asyncio queue, tokens sent, request]
+        self.cancelled = 0       # requests stopped before their end (their client left)
         self.wake, self.stopping = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run, name="engine", daemon=True)
 
@@ -62,7 +63,7 @@ class EngineThread:
             while not self.inbox.empty():
                 kind, item, loop, out = self.inbox.get()
                 if kind == "cancel":
-                    engine.cancel(item)
+                    self.cancelled += engine.cancel(item)
                     self.outputs.pop(item, None)
                     continue
                 self.outputs[item.name] = [loop, out, 0, item]
@@ -127,7 +128,8 @@ def create_app(model: serving.GPT2, num_pages: int = 256, page_size: int = 16,
     async def health() -> dict:
         cache = engine.engine.cache  # read from another thread: a moment's counts
         return {"status": "ok", "max_len": model.max_len, "static": static,
-                "free_pages": len(cache.free_pages), "pages": cache.num_pages}
+                "free_pages": len(cache.free_pages), "pages": cache.num_pages,
+                "cancelled": engine.cancelled}
 
     @app.post("/generate")
     async def generate(body: GenerateRequest):
@@ -202,8 +204,9 @@ def load_test(url: str, requests: list[tuple[str, int]], clients: int,
                         if line.startswith("data: {"):
                             first = first or time.perf_counter()
                             text += json.loads(line[6:])["text"]
-                records.append(dict(first_token_s=first - start,
-                                    latency_s=time.perf_counter() - start, tokens=len(text)))
+                end = time.perf_counter()
+                records.append(dict(first_token_s=None if first is None else first - start,
+                                    latency_s=end - start, tokens=len(text)))
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m day10_serving.server",
                                      description=main.__doc__)
     parser.add_argument("--checkpoint", help="a file from save_checkpoint (default: train the "
-                        "day's model, about 20 s)")
+                        "day's model first, 600 steps)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch", type=int, default=8)
@@ -268,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint:
         model = serving.load_checkpoint(args.checkpoint)
     else:
-        print("training the day's model (seed 0, 600 steps)...", file=sys.stderr)
+        print("training the day's model (seed 0, 600 steps)", file=sys.stderr)
         torch.manual_seed(0)
         model = serving.GPT2(len(serving.ALPHABET), 64, 2, 4, max_len=128)
         serving.train_language_model(model, serving.encode(serving.sentences(4000, 0)), 600)

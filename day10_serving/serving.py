@@ -307,7 +307,8 @@ class KVCache:
     """The keys and values of every token so far, per layer, in tensors allocated once for
     `capacity` tokens: (batch, heads, capacity, head_dim) each, of which the first `length`
     positions are filled. Each new token's keys and values are written in place, so a step
-    costs what one token costs, not what the whole sequence does."""
+    runs only the new token through the layers; its attention still reads every cached key
+    and value."""
 
     def __init__(self, num_layers: int, batch: int, num_heads: int, head_dim: int,
                  capacity: int, dtype: torch.dtype = torch.float32,
@@ -408,7 +409,7 @@ def generate(model: GPT2, prompt: Tensor, max_new_tokens: int, use_cache: bool =
 
 class PagedKVCache:
     """Keys and values in a pool of fixed-size pages that all sequences share (vLLM's
-    PagedAttention, Kwon et al., 2023, section 4.1). A sequence holds a *block table*, the
+    PagedAttention, Kwon et al., 2023, sections 4.1 and 4.2). A sequence holds a *block table*, the
     list of its pages in order, and takes a new page only when its last one is full: it
     wastes at most page_size - 1 slots, where a contiguous cache reserves the longest length
     it might reach. Per layer the pool is (num_pages * page_size, heads, head_dim): slot
@@ -522,7 +523,7 @@ class PagedBatch:
         return gather[0], gather[1], self.mask
 
 
-@dataclass
+@dataclass(eq=False)  # requests are told apart by identity (their prompts are tensors)
 class Request:
     """A prompt (1-D token ids) to continue by `max_new_tokens` tokens: greedily, or by
     `sampling` with a random generator of its own seeded by `seed`, so that its text does not
@@ -595,17 +596,26 @@ class Engine:
         # sequence when the pool runs dry). A static group runs as long as its longest member.
         if self.static and self.running:
             return []
-        group = self.waiting[:self.max_batch] if self.static else self.waiting
-        steps = max((r.max_new_tokens for r in group), default=0)
-        admitted = []
+        admitted, steps = [], 0
         while self.waiting and len(self.running) < self.max_batch:
             request = self.waiting[0]
-            total = len(request.prompt) + (steps if self.static else request.max_new_tokens)
-            if self.cache.pages_needed(request.name, total) > len(self.cache.free_pages):
+            longest = max(steps, request.max_new_tokens)
+            if self.static:  # the group so far and this request, all as long as the longest
+                need = sum(self.cache.pages_needed(r.name, len(r.prompt) + longest)
+                           for r in [*admitted, request])
+            else:
+                need = self.cache.pages_needed(request.name,
+                                               len(request.prompt) + request.max_new_tokens)
+            if need > len(self.cache.free_pages):  # submit() saw that each fits alone
                 break
-            self.cache.reserve(request.name, total)
+            if not self.static:
+                self.cache.reserve(request.name, len(request.prompt) + request.max_new_tokens)
+            steps = longest
             self.running.append(self.waiting.pop(0))
             admitted.append(request)
+        if self.static:
+            for request in admitted:
+                self.cache.reserve(request.name, len(request.prompt) + steps)
         return admitted
 
     def _choose(self, requests: list[Request], logits: Tensor) -> None:
@@ -669,17 +679,23 @@ class Engine:
 
 @dataclass
 class SpeculationStats:
-    """What a speculative generation did: rounds (one target call each), draft calls, and
-    the draft tokens proposed and accepted."""
+    """What a speculative generation did: its rounds (one target call each, after the call on
+    the prompt), draft calls, the draft's guesses proposed and accepted, the rounds that ended
+    in a rejected guess, and the tokens the rounds wrote."""
     rounds: int = 0
     draft_calls: int = 0
     proposed: int = 0
     accepted: int = 0
+    rejected: int = 0
+    written: int = 0
 
     @property
     def acceptance(self) -> float:
-        """The share of the draft's tokens that the target accepted."""
-        return self.accepted / self.proposed if self.proposed else 0.0
+        """The probability that a guess is accepted, as Leviathan et al.'s alpha: accepted
+        guesses over guesses judged. A guess after a rejected one is never judged, so it
+        counts neither way (accepted / proposed would count it as rejected)."""
+        judged = self.accepted + self.rejected
+        return self.accepted / judged if judged else 0.0
 
 
 @torch.no_grad()
@@ -726,8 +742,9 @@ def speculative_generate(target: GPT2, draft: GPT2, prompt: Tensor, max_new_toke
         while agreed < lookahead and proposal[agreed] == int(choices[agreed]):
             agreed += 1
         tokens += proposal[:agreed] + [int(choices[agreed])]
-        stats.rounds += 1
+        stats.rounds, stats.written = stats.rounds + 1, stats.written + agreed + 1
         stats.proposed, stats.accepted = stats.proposed + lookahead, stats.accepted + agreed
+        stats.rejected += agreed < lookahead
         # Both caches forget the rejected guesses: all but the newest token stay.
         for cache in (target_cache, draft_cache):
             cache.truncate(min(cache.length, len(tokens) - 1))

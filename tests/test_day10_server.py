@@ -16,10 +16,10 @@ from day10_serving.server import load_test, start_server, stop_server
 @pytest.fixture(scope="module")
 def model_and_server(tmp_path_factory):
     torch.manual_seed(0)
-    model = GPT2(29, 32, 2, 4, max_len=64).eval()
+    model = GPT2(29, 32, 2, 4, max_len=256).eval()
     checkpoint = tmp_path_factory.mktemp("server") / "tiny.pt"
     save_checkpoint(model, checkpoint)
-    process, url = start_server(checkpoint, "--max-batch", "3", "--pages", "32",
+    process, url = start_server(checkpoint, "--max-batch", "3", "--pages", "64",
                                 "--page-size", "4")
     yield model, url
     assert stop_server(process) == 0  # the clean shutdown, checked when the tests are done
@@ -47,7 +47,7 @@ def test_sampled_answers_follow_their_seed(model_and_server):
 @pytest.mark.parametrize("body, words", [
     ({"prompt": ""}, ["prompt", "at least 1 character"]),
     ({"prompt": "The cat"}, ["prompt", "'T'"]),
-    ({"prompt": "a dog", "max_new_tokens": 60}, ["max_new_tokens (60)", "max_len=64"]),
+    ({"prompt": "a dog", "max_new_tokens": 260}, ["max_new_tokens (260)", "max_len=256"]),
     ({"prompt": "a dog", "max_new_tokens": "5"}, ["max_new_tokens", "valid integer"]),
     ({"prompt": "a dog", "max_new_tokens": 0}, ["max_new_tokens", "greater than or equal to 1"]),
     ({"prompt": "a dog", "top_p": 1.5}, ["top_p", "less than or equal to 1"]),
@@ -69,9 +69,11 @@ def test_a_body_that_is_not_json_is_refused(model_and_server):
     assert response.status_code == 422
 
 
-def test_a_client_that_leaves_mid_stream_frees_its_pages(model_and_server):
+def test_a_client_that_leaves_mid_stream_is_cancelled_and_frees_its_pages(model_and_server):
+    """Cancelled, not finished: the server counts the request it stopped."""
     _, url = model_and_server
-    with httpx.stream("POST", url + "/generate", json={"prompt": "a dog", "max_new_tokens": 55,
+    before = httpx.get(url + "/health").json()["cancelled"]
+    with httpx.stream("POST", url + "/generate", json={"prompt": "a dog", "max_new_tokens": 240,
                                                        "stream": True}) as events:
         lines = events.iter_lines()
         for _ in range(3):
@@ -81,7 +83,8 @@ def test_a_client_that_leaves_mid_stream_frees_its_pages(model_and_server):
         if health["free_pages"] == health["pages"]:
             break
         time.sleep(0.05)
-    assert health["free_pages"] == health["pages"] == 32
+    assert health["free_pages"] == health["pages"] == 64
+    assert health["cancelled"] == before + 1
     assert httpx.post(url + "/generate", json={"prompt": "a", "max_new_tokens": 3}
                       ).status_code == 200
 

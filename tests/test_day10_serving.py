@@ -368,3 +368,17 @@ def test_nan_logits_are_named_not_chosen():
     logits[1, 3] = float("nan")
     assert_error_names(lambda: next_tokens(logits), ["logits hold NaN"])
     assert_error_names(lambda: next_tokens(logits, Sampling()), ["logits hold NaN"])
+
+
+def test_a_static_group_too_large_for_the_pool_is_admitted_in_part(tiny):
+    """Each member reserves for the group's longest: two requests that fit the pool one at
+    a time but not together ran nothing, forever."""
+    engine = Engine(tiny, num_pages=2, page_size=8, max_batch=4, static=True)
+    results = engine.run([Request("short", encode("the c"), 5), Request("long", encode("a"), 15)])
+    assert [len(results["short"]), len(results["long"])] == [5, 15]
+    assert engine.most_pages <= 2
+
+
+def test_requests_are_told_apart_by_identity():
+    first, second = (Request("x", torch.ones(2, dtype=torch.long), 3) for _ in range(2))
+    assert first != second and first == first and len({first, second}) == 2
