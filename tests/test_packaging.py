@@ -31,3 +31,11 @@ def test_requirements_leave_torch_unpinned_and_install_the_repository():
     torch = [line for line in lines if line.startswith("torch")]
     assert torch and "==" not in torch[0], torch
     assert "-e . --config-settings editable_mode=compat" in lines
+
+
+def test_the_server_libraries_are_an_extra_that_requirements_install():
+    """Day 10's server is a learner's code: the package declares what it needs, as an extra."""
+    extra = PYPROJECT["project"]["optional-dependencies"]["serving"]
+    lines = {line.split("#")[0].strip()
+             for line in (REPOSITORY_ROOT / "requirements.txt").read_text().splitlines()}
+    assert set(extra) == {"fastapi", "uvicorn", "httpx"} and set(extra) <= lines
