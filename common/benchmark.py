@@ -404,6 +404,9 @@ def plot_panels(rows: list[dict], path: Path, quantity: str, label: str, x: str,
         if missing:
             raise ValueError(f"rows[{i}] has {quantity!r} but no value for {missing} (the x "
                              f"axis and the line's key): {row!r}")
+        if not row[x] > 0 or not row[quantity] > 0:  # a log axis would leave it out unseen
+            raise ValueError(f"rows[{i}] must have positive {x!r} and {quantity!r} for the "
+                             f"log-log axes, got {row[x]!r} and {row[quantity]!r}")
     keys = [panel(r) for r in rows]
     for key in keys:
         if not isinstance(key, tuple):  # a set needs hashable keys, and sorted() comparable

@@ -114,14 +114,18 @@ def seeds_argument(text: str) -> tuple[int, ...]:
 def replace_seeds(source: str, seeds: tuple[int, ...]) -> tuple[str, int]:
     """`source` with the value of each top-level assignment to SEEDS (`SEEDS = ...`, over any
     number of lines, chained or followed by `; ...`) replaced by `seeds`; and how many there
-    were. A cell that Python cannot parse (IPython's magics) has its one-line statements
-    replaced."""
+    were. IPython's line magics are skipped; a cell that Python cannot parse even so has its
+    one-line statements replaced."""
     value = repr(tuple(seeds))
+    lines = source.splitlines(keepends=True)
+    # IPython's magics (%time, !ls) are not Python: parse with each such line replaced by a
+    # `pass` of its indentation, so that the other lines keep their numbers and columns.
+    python = "".join(line[:len(line) - len(line.lstrip())] + "pass\n"
+                     if line.lstrip().startswith(("%", "!")) else line for line in lines)
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(python)
     except SyntaxError:
         return SEEDS_LINE.subn(f"SEEDS = {value}", source)
-    lines = source.splitlines(keepends=True)
     offsets = [0]
     for line in lines:  # where each line starts in `source`
         offsets.append(offsets[-1] + len(line.encode()))

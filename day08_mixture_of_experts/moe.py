@@ -356,7 +356,8 @@ class MixtureOfExperts(nn.Module):
                               (d_model, shared_expert_d_ff))
         self.experts = nn.ModuleList(make_expert(expert, d_model, d_ff)
                                      for _ in range(num_experts))
-        self.d_model, self._capacity_factor = d_model, None
+        # The router's checked int: a NumPy integer would reach transformers' configs as such.
+        self.d_model, self._capacity_factor = self.router.d_model, None
         self.dispatch = dispatch                # both checked by the properties below
         self.capacity_factor = capacity_factor
         self.shared_expert = self.shared_expert_gate = None
@@ -587,6 +588,8 @@ def router_z_loss(router_logits: Tensor) -> Tensor:
     _check_router_logits(router_logits)
     wide = router_logits.to(torch.promote_types(router_logits.dtype, torch.float32))
     loss = torch.logsumexp(wide, dim=-1).square().mean()
+    if checks.values_readable(loss) and loss.isnan():
+        raise ValueError("router_logits hold NaN, so the router z-loss is NaN")
     if checks.values_readable(loss) and not loss.isfinite():
         raise ValueError("the router z-loss overflows: router_logits are too large (it squares "
                          "their log-sum-exp)")

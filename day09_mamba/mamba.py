@@ -386,6 +386,10 @@ def ssd_matrix_form(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     Needs A with one value per channel (all N entries of a row equal, Mamba-2's scalar A).
     Same arguments as `sequential_scan`, without a state; returns y (batch, L, E)."""
     _check_scan_inputs(x, delta, A, B, C, D, None)
+    for name, value in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D)):
+        if value.dtype != x.dtype:  # einsum does not promote, unlike the scans' products
+            raise TypeError(f"{name} must have x's dtype {x.dtype} in the matrix form, got "
+                            f"{value.dtype}")
     _check_stable(A, "the matrix form")
     batch, length, channels = x.shape
     checks.affordable(5 * batch * length * length * channels, "x's shape (batch, L, E)",
@@ -437,8 +441,10 @@ class RMSNorm(nn.Module):
         wide = x.to(torch.promote_types(x.dtype, torch.float32))
         mean_square = wide.square().mean(-1, keepdim=True)
         if checks.values_readable(mean_square) and not mean_square.isfinite().all():
+            advice = ("scale x down" if wide.dtype == torch.float64 else
+                      "give RMSNorm float64 inputs")
             raise ValueError(f"x's square overflows {wide.dtype} (|x| up to "
-                             f"{x.abs().max().item():.3g}): give RMSNorm float64 inputs")
+                             f"{x.abs().max().item():.3g}): {advice}")
         return self.weight * (wide * torch.rsqrt(mean_square + self.eps)).to(x.dtype)
 
 

@@ -358,3 +358,11 @@ def test_a_row_without_an_x_value_is_named(tmp_path):
     rows = [{"ms": 1.0, "n": None, "method": "a"}, {"ms": 2.0, "n": 4, "method": "a"}]
     assert_error_names(lambda: bench.plot_panels(rows, tmp_path / "p.png", "ms", "ms", "n",
                                                  lambda r: (), str), ["rows[0]", "'n'"])
+
+
+def test_a_row_that_a_log_axis_cannot_show_is_named(tmp_path):
+    rows = [{"n": 0, "ms": 1.0, "method": "a"}, {"n": 4, "ms": 2.0, "method": "a"}]
+    assert_error_names(lambda: bench.plot_panels(rows, tmp_path / "p.png", "ms", "ms", "n",
+                                                 lambda r: (), str),
+                       ["rows[0]", "positive 'n'", "log-log"])
+    assert not (tmp_path / "p.png").exists()

@@ -782,3 +782,13 @@ def test_divergence_met_inside_the_model_is_named_as_training_divergence():
     assert_error_names(lambda: train_moe_digits(lambda: moe_vit(vit, num_experts=2, top_k=1),
                                                 epochs=1, learning_rate=1e4),
                        ["training diverged", "learning_rate"], FloatingPointError)
+
+
+def test_round_six_cases_are_named():
+    """A NumPy d_model reached transformers' strict config as int64; a NaN logit was called
+    too large by the z-loss."""
+    layer = MixtureOfExperts(np.int64(4), 6, 4, 2)
+    assert type(layer.d_model) is int
+    assert hugging_face_twin(layer).gate.weight.shape == (4, 4)
+    assert_error_names(lambda: router_z_loss(torch.tensor([[float("nan"), 0.0]])),
+                       ["router_logits hold NaN"])

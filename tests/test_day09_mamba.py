@@ -685,3 +685,15 @@ def test_estimates_cover_autograd_and_attention(monkeypatch):
     with torch.no_grad():
         assert_error_names(lambda: TransformerLM(6, 8, 1, 2, 16, max_len=12000)(
             torch.zeros(1, 12000, dtype=torch.long)), ["(1, 12000)", "heads=2", "GiB"])
+
+
+def test_round_six_cases_are_named():
+    """The matrix form's einsum does not promote dtypes; RMSNorm advised float64 to a float64
+    input."""
+    x, delta, A, B, C, D = (t.double() for t in _scan_inputs(1, 4, 2, 3))
+    A = A[:, :1].expand(2, 3).contiguous()
+    assert_error_names(lambda: ssd_matrix_form(x, delta, A, B.float(), C, D),
+                       ["B", "torch.float64", "torch.float32"], TypeError)
+    message = assert_error_names(lambda: RMSNorm(2).double()(
+        torch.tensor([[1e200, 1e200]], dtype=torch.float64)), ["overflows torch.float64"])
+    assert "scale x down" in message and "give RMSNorm float64" not in message

@@ -95,3 +95,12 @@ def test_reseed_replaces_only_the_value(source, expected):
     from common.notebooks import replace_seeds
 
     assert replace_seeds(source, (3,)) == (expected, 1)
+
+
+def test_reseed_parses_cells_with_magics():
+    """A magic made the cell unparsable; the one-line fallback cut a multi-line SEEDS."""
+    from common.notebooks import replace_seeds
+
+    assert replace_seeds("%time x = 1\nSEEDS = (0,\n         1)\nprint(SEEDS)", (5, 6)) == (
+        "%time x = 1\nSEEDS = (5, 6)\nprint(SEEDS)", 1)
+    assert replace_seeds("for i in range(2):\n    !ls\nSEEDS = (0,)\n", (3,))[1] == 1
