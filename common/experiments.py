@@ -38,6 +38,8 @@ class PairedDifference:
         scale = checks.as_float(scale, "scale")
         if not isinstance(unit, str):
             raise TypeError(f"unit must be a str, got {type(unit).__name__}")
+        if not (math.isfinite(self.mean * scale) and math.isfinite(self.std * scale)):
+            raise ValueError(f"scale={scale!r} makes the mean or the std overflow")
         mean = round(self.mean * scale, 1) + 0.0  # + 0.0: no "-0.0"
         return f"{mean:+.1f} ± {self.std * scale:.1f}{unit}"
 

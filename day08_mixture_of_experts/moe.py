@@ -134,6 +134,13 @@ def make_expert(kind: str, d_model: int, d_ff: int) -> nn.Module:
 
 def dense_gates(routing: Routing, num_experts: int) -> Tensor:
     """(tokens, num_experts): each token's weight for every expert, 0 for those not chosen."""
+    checks.module(routing, "routing", Routing)
+    num_experts = checks.positive_int(num_experts, "num_experts")
+    chosen = routing.experts
+    if checks.values_readable(chosen) and chosen.numel() and (
+            chosen.min() < 0 or chosen.max() >= num_experts):
+        raise ValueError(f"routing chose experts {chosen.min().item()} to {chosen.max().item()}, "
+                         f"but num_experts={num_experts}")
     gates = routing.weights.new_zeros(routing.weights.size(0), num_experts)
     return gates.scatter(1, routing.experts, routing.weights)
 
@@ -649,7 +656,15 @@ def moe_layers(model: nn.Module) -> list[MixtureOfExperts]:
 def auxiliary_loss(model: nn.Module, balance_weight: float = 0.01,
                    z_weight: float = 0.001) -> Tensor:
     """The auxiliary losses of every MoE layer's last call: balance_weight times the
-    load-balancing loss plus z_weight times the router z-loss (Switch's 0.01, ST-MoE's 0.001)."""
+    load-balancing loss plus z_weight times the router z-loss (Switch's 0.01, ST-MoE's 0.001).
+    After a call under torch.no_grad they carry no gradient (for logging, not training)."""
+    if torch.is_grad_enabled():  # a loss meant for backward() from logits without a graph
+        for layer in moe_layers(model):
+            logits = layer.router_logits()
+            if layer.router.gate.weight.requires_grad and not logits.requires_grad:
+                raise ValueError("model's last call ran under torch.no_grad: its router "
+                                 "logits have no graph, so this loss would train nothing; "
+                                 "call the model with gradients, or this under no_grad")
     balance_weight = checks.as_float(balance_weight, "balance_weight", minimum=0.0)
     z_weight = checks.as_float(z_weight, "z_weight", minimum=0.0)
     total = torch.zeros(())

@@ -792,3 +792,21 @@ def test_round_six_cases_are_named():
     assert hugging_face_twin(layer).gate.weight.shape == (4, 4)
     assert_error_names(lambda: router_z_loss(torch.tensor([[float("nan"), 0.0]])),
                        ["router_logits hold NaN"])
+
+
+def test_round_seven_cases_are_named():
+    """An auxiliary loss for training after a no_grad call trained nothing; dense_gates
+    indexed past its experts; describe's scale overflowed to inf."""
+    from common.experiments import paired_difference
+    from day08_mixture_of_experts.moe import dense_gates
+
+    layer = MixtureOfExperts(4, 8, 4, 2)
+    with torch.no_grad():
+        layer(torch.randn(3, 4))
+        assert auxiliary_loss(layer).isfinite()  # for logging: fine
+    assert_error_names(lambda: auxiliary_loss(layer), ["torch.no_grad", "no graph"])
+    routing = Routing(torch.zeros(2, 4), torch.zeros(2, 4), torch.ones(2, 1),
+                      torch.tensor([[3], [0]]))
+    assert_error_names(lambda: dense_gates(routing, 2), ["experts 0 to 3", "num_experts=2"])
+    assert_error_names(lambda: paired_difference([10, 12], [0, 0]).describe(1e308),
+                       ["scale=1e+308", "overflow"])
