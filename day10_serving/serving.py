@@ -303,6 +303,17 @@ def next_tokens(logits: Tensor, sampling: Sampling | None = None,
     return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
 
+def _key_value_tensors(sizes: dict[str, int], shape: tuple[int, ...], dtype: torch.dtype,
+                       device) -> tuple[list[Tensor], list[Tensor]]:
+    """A keys and a values tensor of `shape` for each of sizes["num_layers"] layers, refused
+    before allocating if they would not fit: `sizes` are the checked sizes whose product is
+    one key tensor's elements times the layers, all named in the refusal."""
+    checks.affordable(2 * math.prod(sizes.values()), tuple(sizes), tuple(sizes.values()),
+                      torch.empty((), dtype=dtype).element_size())
+    return tuple([torch.zeros(shape, dtype=dtype, device=device)
+                  for _ in range(sizes["num_layers"])] for _ in range(2))
+
+
 class KVCache:
     """The keys and values of every token so far, per layer, in tensors allocated once for
     `capacity` tokens: (batch, heads, capacity, head_dim) each, of which the first `length`
@@ -316,11 +327,8 @@ class KVCache:
         sizes = {name: checks.positive_int(value, name) for name, value in (
             ("num_layers", num_layers), ("batch", batch), ("num_heads", num_heads),
             ("head_dim", head_dim), ("capacity", capacity))}
-        checks.affordable(2 * math.prod(sizes.values()), tuple(sizes), tuple(sizes.values()),
-                          torch.empty((), dtype=dtype).element_size())
-        shape = (batch, num_heads, capacity, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.keys, self.values = _key_value_tensors(sizes, (batch, num_heads, capacity, head_dim),
+                                                    dtype, device)
         self.lengths = [0] * num_layers
 
     @property
@@ -421,12 +429,9 @@ class PagedKVCache:
         sizes = {name: checks.positive_int(value, name) for name, value in (
             ("num_layers", num_layers), ("num_pages", num_pages), ("page_size", page_size),
             ("num_heads", num_heads), ("head_dim", head_dim))}
-        checks.affordable(2 * math.prod(sizes.values()), tuple(sizes), tuple(sizes.values()),
-                          torch.empty((), dtype=dtype).element_size())
         self.page_size, self.num_heads, self.head_dim = page_size, num_heads, head_dim
-        slots = (num_pages * page_size, num_heads, head_dim)
-        self.keys = [torch.zeros(slots, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.values = [torch.zeros(slots, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.keys, self.values = _key_value_tensors(  # a slot per token of every page
+            sizes, (num_pages * page_size, num_heads, head_dim), dtype, device)
         self.free_pages = list(range(num_pages))
         self.tables: dict[object, list[int]] = {}   # sequence -> its pages, in order
         self.lengths: dict[object, int] = {}        # sequence -> tokens it holds
