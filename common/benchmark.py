@@ -160,11 +160,8 @@ class _LiveTensorBytes:
             self.current -= self.sizes.pop(key)
 
 
-def peak_tensor_bytes(run: Callable[[], object]) -> int:
-    """The peak, during `run()`, of the bytes held by the tensors it creates, on any device:
-    the memory the computation needs beyond its inputs. Exact and deterministic, unlike a
-    process's resident memory; it leaves out an operation's internal workspace and the
-    allocator's own overhead. The result of `run()` is freed before returning."""
+def _watched(run: Callable[[], object]) -> tuple[object, _LiveTensorBytes]:
+    """`run()`'s result, and the record of the bytes held by the tensors it created."""
     from torch.utils import _pytree as pytree
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -188,9 +185,29 @@ def peak_tensor_bytes(run: Callable[[], object]) -> int:
 
     with Watch():
         result = run()
+    return result, live
+
+
+def peak_tensor_bytes(run: Callable[[], object]) -> int:
+    """The peak, during `run()`, of the bytes held by the tensors it creates, on any device:
+    the memory the computation needs beyond its inputs. Exact and deterministic, unlike a
+    process's resident memory; it leaves out an operation's internal workspace and the
+    allocator's own overhead. The result of `run()` is freed before returning."""
+    result, live = _watched(run)
     del result
     gc.collect()
     return live.peak
+
+
+def held_tensor_bytes(run: Callable[[], object]) -> int:
+    """The bytes still held, when `run()` returns, by the tensors it created: its result and
+    everything the result keeps alive, such as what autograd saved for the backward pass of
+    a forward pass. Counted like `peak_tensor_bytes`; the result is freed before returning."""
+    result, live = _watched(run)
+    gc.collect()
+    held = live.current
+    del result
+    return held
 
 
 def measure(run: Callable[[], object], device: str | torch.device,

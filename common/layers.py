@@ -31,9 +31,11 @@ from day07_flash_attention import (
 from day08_mixture_of_experts import MixtureOfExperts, Router, SwiGLUExpert, moe_vit
 from day09_mamba import MambaBlock, MambaLM, RMSNorm
 from day10_serving import GPT2, GPT2Block, KVCache, PagedKVCache
+from day11_distributed import Checkpointed, TensorParallelAttention, TensorParallelMLP
 
 __all__ = [
     "VIT_CONFIGS",
+    "Checkpointed",
     "ClassToken",
     "ClassificationHead",
     "Decoder",
@@ -57,6 +59,8 @@ __all__ = [
     "RMSNorm",
     "Router",
     "SwiGLUExpert",
+    "TensorParallelAttention",
+    "TensorParallelMLP",
     "Transformer",
     "ViT",
     "ViTBlock",

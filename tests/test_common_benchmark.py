@@ -265,6 +265,18 @@ def test_output_folder_refuses_what_cannot_hold_results(text, words):
         bench.output_folder_argument(text)
 
 
+def test_held_tensor_bytes_counts_what_outlives_the_call():
+    a = torch.randn(100, 100)
+    assert bench.held_tensor_bytes(lambda: (a @ a, a + 1)[0]) == 100 * 100 * 4  # a + 1 is freed
+    weight = torch.randn(100, 100, requires_grad=True)
+    # autograd keeps tanh's output for the backward pass: the product is freed, the result held
+    assert bench.held_tensor_bytes(lambda: torch.tanh(a @ weight)) == 100 * 100 * 4
+    # exp's output is both the result and what autograd saved: one storage, counted once
+    assert bench.held_tensor_bytes(lambda: torch.exp(a @ weight).sum()) == 100 * 100 * 4 + 4
+    with pytest.raises(TypeError, match="run must be callable"):
+        bench.held_tensor_bytes(3)
+
+
 def test_peak_tensor_bytes_counts_what_a_call_holds_at_its_peak():
     a, b = torch.randn(100, 100), torch.randn(100, 100)
     assert bench.peak_tensor_bytes(lambda: a @ b) == 100 * 100 * 4  # the output only
