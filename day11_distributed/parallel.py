@@ -36,8 +36,9 @@ def launch(worker: Callable, world_size: int, *args, timeout: float = 60.0) -> l
     timeout = checks.positive_float(timeout, "timeout")
     name = getattr(worker, "__qualname__", "")
     if getattr(worker, "__module__", "__main__") == "__main__" or "<" in name:
+        where = f"{getattr(worker, '__module__', None)}.{name or type(worker).__name__}"
         raise ValueError(f"worker must be a function defined at the top of an importable "
-                         f"module, so that new processes can import it by name; got {worker!r}")
+                         f"module, so that new processes can import it by name; got {where}")
     # The rendezvous: a key-value store that every rank connects to, to find the others.
     # Port 0 lets the system pick a free port, so that parallel launches never collide.
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
