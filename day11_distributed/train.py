@@ -46,11 +46,12 @@ def digits_batches(steps: int, batch_size: int, seed: int) -> list[tuple[Tensor,
 
 
 def train_vit(strategy: str = "single", steps: int = 150, batch_size: int = 64,
-              seed: int = 0) -> dict:
+              seed: int = 0, snapshot_step: int | None = None) -> dict:
     """Train Day 6's digits ViT (`DIGITS_VIT`) for `steps` AdamW steps on batches of
     `batch_size`. "single": in this process, on whole batches; "DDP" or "FSDP2": in a process
     group (inside `launch`, or under torchrun), each rank on its share. Returns each batch's
-    loss, the final parameters (whole) and the accuracy on the test split."""
+    loss, the final parameters (whole), the accuracy on the test split, and with
+    `snapshot_step` the parameters after that many steps ("snapshot")."""
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel
 
@@ -59,6 +60,10 @@ def train_vit(strategy: str = "single", steps: int = 150, batch_size: int = 64,
     if strategy != "single" and not dist.is_initialized():
         raise RuntimeError(f"strategy={strategy!r} runs in a process group: call it inside "
                            f"`launch`, or under torchrun")
+    if snapshot_step is not None:
+        snapshot_step = checks.positive_int(snapshot_step, "snapshot_step")
+        if snapshot_step > steps:
+            raise ValueError(f"snapshot_step={snapshot_step} is beyond steps={steps}")
     rank, world_size = parallel.rank_and_size() if strategy != "single" else (0, 1)
     batches = [(parallel.shard(x, rank, world_size), parallel.shard(y, rank, world_size))
                for x, y in digits_batches(steps, batch_size, seed)]
@@ -71,7 +76,10 @@ def train_vit(strategy: str = "single", steps: int = 150, batch_size: int = 64,
             fully_shard(block)
         fully_shard(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.05)
-    losses = torch.tensor(parallel.train_steps(trained, optimizer, batches))
+    split = snapshot_step or steps
+    losses = parallel.train_steps(trained, optimizer, batches[:split])
+    snapshot = {name: parallel.full_tensor(value) for name, value in model.state_dict().items()}
+    losses = torch.tensor(losses + parallel.train_steps(trained, optimizer, batches[split:]))
     if strategy != "single":  # each rank's loss is its share's: their mean is the batch's
         dist.all_reduce(losses)
         losses /= world_size
@@ -79,8 +87,9 @@ def train_vit(strategy: str = "single", steps: int = 150, batch_size: int = 64,
     evaluated = ViT(**DIGITS_VIT)
     evaluated.load_state_dict(state)
     _, _, x_test, y_test = load_digits_split()
-    return {"losses": losses.tolist(), "state": state,
-            "accuracy": accuracy(evaluated, x_test, y_test)}
+    result = {"losses": losses.tolist(), "state": state,
+              "accuracy": accuracy(evaluated, x_test, y_test)}
+    return result if snapshot_step is None else {**result, "snapshot": snapshot}
 
 
 def main(argv: list[str] | None = None) -> dict:

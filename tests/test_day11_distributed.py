@@ -53,6 +53,8 @@ def test_a_failing_rank_and_a_hanging_one_end_in_named_errors():
     with pytest.raises(TimeoutError, match=r"ranks \[0, 1\] of world_size=2 .* timeout=2 s"):
         launch(time.sleep, 2, 600, timeout=2)
     assert time.monotonic() - start < 30  # stopped, not waited for
+    with pytest.raises(TypeError, match="digits_mlp returned something that is not made of"):
+        launch(parallel.digits_mlp, 1)  # a whole module: refused, not unpickled
 
 
 def test_outside_a_process_group_the_workers_say_where_to_run():
