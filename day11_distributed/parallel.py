@@ -382,6 +382,16 @@ class _SumOverRanks(torch.autograd.Function):
         return gradient
 
 
+def _check_input(x: Tensor, width: int, dims: int | None = None) -> None:
+    """x, a floating tensor whose last dimension is the layer's `width` (and with `dims`
+    dimensions, if given): the same on every rank, or the all-reduces would mix shapes."""
+    checks.floating_tensor(x, "x")
+    if x.dim() == 0 or x.size(-1) != width or dims is not None and x.dim() != dims:
+        shape = "(batch, length, d_model)" if dims == 3 else "(..., d_model)"
+        raise ValueError(f"x must have shape {shape} with d_model={width}, got "
+                         f"{tuple(x.shape)}")
+
+
 def _split(name: str, size: int, what: str, world_size: int) -> int:
     """`size` / `world_size`, or an error naming the module that cannot be split."""
     if size % world_size:
@@ -414,6 +424,7 @@ class TensorParallelMLP(nn.Module):
         self.activation = mlp.activation
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_input(x, self.linear1.in_features)
         partial = self.linear2(self.activation(self.linear1(_CopyToRanks.apply(x))))
         return _SumOverRanks.apply(partial) + self.bias2
 
@@ -444,6 +455,7 @@ class TensorParallelAttention(nn.Module):
 
     def forward(self, x: Tensor, causal: bool = False) -> Tensor:
         """Self-attention of x (batch, length, d_model), this rank's heads only, then summed."""
+        _check_input(x, self.query_projection.in_features, dims=3)
         x = _CopyToRanks.apply(x)
         batch, length, _ = x.shape
         heads = [projection(x).view(batch, length, self.heads, self.d_k).transpose(1, 2)

@@ -115,10 +115,13 @@ def test_data_parallel_strategies_equal_one_process_on_other_batches(seed):
                                              "optimizer": 4 * psi}
 
 
-def test_tensor_parallel_refuses_layers_it_cannot_split():
+def test_tensor_parallel_refuses_layers_it_cannot_split_and_inputs_it_cannot_take():
     mlp, attention = PositionwiseFeedForward(12, 48), MultiHeadAttention(12, 4)
     with pytest.raises(RuntimeError, match="d_ff=48 must be divisible by world_size"):
         launch(parallel.prove_tensor_parallel, 5, mlp, attention, torch.randn(1, 2, 12))
+    with pytest.raises(RuntimeError, match=r"x must have shape \(\.\.\., d_model\) with "
+                                           r"d_model=12, got \(1, 2, 10\)"):
+        launch(parallel.prove_tensor_parallel, 2, mlp, attention, torch.randn(1, 2, 10))
 
 
 def test_pipeline_on_two_stages_equals_one_process():
