@@ -32,6 +32,7 @@ from day08_mixture_of_experts import MixtureOfExperts, Router, SwiGLUExpert, moe
 from day09_mamba import MambaBlock, MambaLM, RMSNorm
 from day10_serving import GPT2, GPT2Block, KVCache, PagedKVCache
 from day11_distributed import Checkpointed, TensorParallelAttention, TensorParallelMLP
+from day12_quantization import DynamicInt8Linear
 
 __all__ = [
     "VIT_CONFIGS",
@@ -39,6 +40,7 @@ __all__ = [
     "ClassToken",
     "ClassificationHead",
     "Decoder",
+    "DynamicInt8Linear",
     "DecoderLayer",
     "Encoder",
     "EncoderLayer",

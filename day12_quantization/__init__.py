@@ -1,13 +1,14 @@
 """Day 12: quantization. The affine map (symmetric and asymmetric, per tensor, channel or
 group) proven bit for bit against torchao and optimum-quanto, NF4 and LLM.int8's vector-wise
-int8 against bitsandbytes, GPTQ against Intel Neural Compressor, and both applied to Day 6's
-ViT.
+int8 against bitsandbytes, a dynamic int8 linear layer against torchao, GPTQ against Intel
+Neural Compressor, and both applied to Day 6's ViT.
 
 The module beside this file (`quantization.py`) is generated from `day12_quantization.ipynb`;
 edit the notebook.
 """
 
 from .quantization import (
+    DynamicInt8Linear,
     HessianOfInputs,
     Quantized,
     code_range,
@@ -25,6 +26,7 @@ from .quantization import (
 )
 
 __all__ = [
+    "DynamicInt8Linear",
     "HessianOfInputs",
     "Quantized",
     "code_range",

@@ -158,9 +158,40 @@ def quantize_rows_int8(x: Tensor, threshold: float = 0.0) -> tuple[Tensor, Tenso
         x[large] = 0  # the outliers do not set the rows' scales
     absmax = x.abs().amax(dim=1).float()
     codes = torch.round(x * (127.0 / absmax[:, None])).to(torch.int8)
-    if len(x) > 1:
+    if len(x) > 1:  # as bitsandbytes does: a single row keeps its outliers' codes
         codes[:, outliers] = 0
     return codes, absmax, outliers
+
+
+class DynamicInt8Linear(nn.Module):
+    """A linear layer that multiplies in int8 (Dettmers et al., 2022, section 3.1; the
+    scheme of torchao's `Int8DynamicActivationInt8WeightConfig`): its weight quantized once,
+    per output channel, and its input quantized at each call ("dynamically"), per row, both
+    symmetric to int8 by `quantize`; the integer product accumulates in int32
+    (`torch._int_mm`), and the two scales turn it back into float32:
+    y = (X_q W_qᵀ) · s_x · s_w + b."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        checks.module(linear, "linear", nn.Linear)
+        weight = quantize(linear.weight.detach(), 8, symmetric=True)
+        self.register_buffer("weight_codes", weight.codes.to(torch.int8))
+        self.register_buffer("weight_scale", weight.scale.flatten())
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        checks.floating_tensor(x, "x")
+        if x.dim() == 0 or x.size(-1) != self.in_features:
+            raise ValueError(f"x must have last dimension {self.in_features}, got shape "
+                             f"{tuple(x.shape)}")
+        rows = x.reshape(-1, self.in_features).float()
+        activations = quantize(rows, 8, symmetric=True)
+        product = torch._int_mm(activations.codes.to(torch.int8), self.weight_codes.t())
+        output = (product.float() * activations.scale) * self.weight_scale
+        if self.bias is not None:
+            output = output + self.bias
+        return output.reshape(*x.shape[:-1], self.out_features)
 
 
 def grid_parameters(weight: Tensor, bits: int, symmetric: bool) -> tuple[Tensor, Tensor]:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from day12_quantization import (
+    DynamicInt8Linear,
     HessianOfInputs,
     code_range,
     dequantize_nf4,
@@ -161,3 +162,23 @@ def test_a_model_quantized_both_ways_and_its_exact_bytes():
     # and the float32 biases (36)
     assert weight_only_bytes(model, 4) == (640 * 4 + 36 * 4) // 8 + 4 * 36 + 4 * 36
     assert weight_only_bytes(model, None) == 4 * sum(p.numel() for p in model.parameters())
+
+
+def test_the_int8_linear_layer_equals_torchao_on_other_shapes_and_refuses_bad_inputs():
+    import copy
+
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    torch.manual_seed(9)
+    for bias in (True, False):
+        layer = nn.Linear(40, 24, bias=bias)
+        theirs = nn.Sequential(copy.deepcopy(layer))
+        quantize_(theirs, Int8DynamicActivationInt8WeightConfig())
+        inputs = torch.randn(3, 5, 40)
+        inputs[0, 0] = 0  # a row of zeros: its scale is the smallest, its output the bias
+        with torch.no_grad():
+            assert torch.equal(DynamicInt8Linear(layer)(inputs), theirs(inputs))
+    with pytest.raises(ValueError, match="last dimension 40"):
+        DynamicInt8Linear(layer)(torch.randn(2, 41))
+    with pytest.raises(TypeError, match="linear must be a Linear"):
+        DynamicInt8Linear(nn.Conv1d(2, 2, 1))
