@@ -4,7 +4,9 @@
 """Quantization: the affine map (symmetric and asymmetric; per tensor, per channel and per
 group), NF4 and LLM.int8's vector-wise int8, and GPTQ, each proven bit for bit against a
 maintained library, then applied to this repository's own models."""
+import collections
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -366,14 +368,20 @@ def input_hessians(model: nn.Module, batches: list[Tensor]) -> dict[str, Hessian
 
 def quantized_copy(model: nn.Module, bits: int, group_size: int | None = None,
                    hessians: dict[str, HessianOfInputs] | None = None,
-                   symmetric: bool = False) -> nn.Module:
-    """A copy of `model` whose linear layers' weights are quantized to `bits` bits (the
-    values on their grid, in float32): by GPTQ when `hessians` are given, else by rounding
-    to nearest."""
+                   symmetric: bool = False, keep: Collection[str] = ()) -> nn.Module:
+    """A copy of `model` whose linear layers' weights, but those named in `keep`, are
+    quantized to `bits` bits (the values on their grid, in float32): by GPTQ when
+    `hessians` are given, else by rounding to nearest."""
     import copy
 
+    layers = linear_layers(model)
+    unknown = sorted(set(keep) - set(layers))
+    if unknown:
+        raise ValueError(f"keep names no linear layer of the model: {unknown}")
     quantized = copy.deepcopy(model)
     for name, layer in linear_layers(quantized).items():
+        if name in keep:
+            continue
         weight = layer.weight.data
         layer.weight.data = (round_to_nearest(weight, bits, symmetric, group_size)
                              if hessians is None else
@@ -382,12 +390,14 @@ def quantized_copy(model: nn.Module, bits: int, group_size: int | None = None,
 
 
 def weight_only_bytes(model: nn.Module, bits: int | None, group_size: int | None = None,
-                      symmetric: bool = False) -> int:
-    """The model's size when its linear weights are stored in `bits` bits (None: float32),
-    with a float32 scale and, asymmetric, a `bits`-bit zero point per group of each row;
-    everything else (biases, norms, embeddings) in float32."""
+                      symmetric: bool = False, keep: Collection[str] = ()) -> int:
+    """The model's size when its linear weights (but those of the layers named in `keep`)
+    are stored in `bits` bits (None: float32), with a float32 scale and, asymmetric, a
+    `bits`-bit zero point per group of each row; everything else (biases, norms,
+    embeddings) in float32. A weight that two modules share counts once."""
     total = 0
-    linear = {id(layer.weight) for layer in linear_layers(model).values()}
+    linear = {id(layer.weight) for name, layer in linear_layers(model).items()
+              if name not in keep}
     for parameter in model.parameters():
         if bits is None or id(parameter) not in linear:
             total += 4 * parameter.numel()
@@ -397,6 +407,14 @@ def weight_only_bytes(model: nn.Module, bits: int | None, group_size: int | None
         total += math.ceil((parameter.numel() * bits + groups * (0 if symmetric else bits)) / 8)
         total += 4 * groups
     return total
+
+
+def shared_linear_weights(model: nn.Module) -> set[str]:
+    """The linear layers whose weight another part of the model uses too: tied weights,
+    such as GPT-2's output layer, which is its token embedding (Press and Wolf, 2017)."""
+    names = collections.Counter(id(parameter) for _, parameter in
+                                model.named_parameters(remove_duplicate=False))
+    return {name for name, layer in linear_layers(model).items() if names[id(layer.weight)] > 1}
 
 
 def kl_divergence(reference_logits: Tensor, logits: Tensor) -> float:

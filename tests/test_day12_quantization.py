@@ -20,7 +20,7 @@ from day12_quantization import (
     round_to_nearest,
     weight_only_bytes,
 )
-from day12_quantization.quantization import neural_compressor_gptq
+from day12_quantization.quantization import neural_compressor_gptq, shared_linear_weights
 
 
 @pytest.mark.parametrize("seed", [11, 12])
@@ -182,3 +182,21 @@ def test_the_int8_linear_layer_equals_torchao_on_other_shapes_and_refuses_bad_in
         DynamicInt8Linear(layer)(torch.randn(2, 41))
     with pytest.raises(TypeError, match="linear must be a Linear"):
         DynamicInt8Linear(nn.Conv1d(2, 2, 1))
+
+
+def test_a_tied_weight_is_found_kept_and_counted_once():
+    from day10_serving import GPT2
+
+    torch.manual_seed(4)
+    model = GPT2(vocab_size=11, d_model=16, num_layers=1, num_heads=2, max_len=8)
+    assert shared_linear_weights(model) == {"lm_head"}
+    assert shared_linear_weights(nn.Sequential(nn.Linear(2, 2))) == set()
+    kept = quantized_copy(model, 3, keep={"lm_head"})
+    assert torch.equal(kept.lm_head.weight, model.lm_head.weight)
+    assert torch.equal(kept.token_embedding.weight, model.token_embedding.weight)
+    assert not torch.equal(kept.blocks[0].mlp.linear1.weight, model.blocks[0].mlp.linear1.weight)
+    # the tied matrix, once, in float32 when kept: 11 * 16 * 4 bytes more than quantized
+    difference = weight_only_bytes(model, 3, keep={"lm_head"}) - weight_only_bytes(model, 3)
+    assert difference == 11 * 16 * 4 - (11 * 16 * 3 + 11 * 3 + 7) // 8 - 4 * 11
+    with pytest.raises(ValueError, match="keep names no linear layer"):
+        quantized_copy(model, 3, keep={"head"})
