@@ -57,12 +57,13 @@ class Quantized:
         values = (groups - self.zero_point[..., None].float()) * self.scale[..., None]
         return values.reshape(self.codes.shape)
 
-    def nbytes(self) -> int:
-        """The bytes of the packed codes (bits each) and of a float32 scale (and, asymmetric,
-        an integer zero point of `bits` bits) per group."""
-        extra = 0 if self.symmetric else self.bits
-        return math.ceil((self.codes.numel() * self.bits + self.scale.numel() * extra) / 8) + (
-            4 * self.scale.numel())
+
+def _finite(tensor: Tensor, name: str) -> Tensor:
+    """`tensor`, if every value is a finite number: a NaN or an infinity has no code, and
+    would set a group's scale to NaN or infinity (and every code with it)."""
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} holds NaN or infinite values: quantize finite numbers")
+    return tensor
 
 CONVENTIONS = ("torchao", "quanto")
 
@@ -83,7 +84,7 @@ def quantize(weight: Tensor, bits: int, symmetric: bool = True, group_size: int 
     qmin, qmax = code_range(bits, symmetric)
     if convention == "quanto" and not symmetric:
         raise ValueError("the quanto convention here is its symmetric one: symmetric=True")
-    groups = _groups(weight.float(), group_size)
+    groups = _groups(_finite(weight, "weight").float(), group_size)
     if convention == "quanto":
         scale = groups.abs().amax(-1) / qmax
         codes = torch.round(groups / scale[..., None])
@@ -125,7 +126,7 @@ def quantize_nf4(weight: Tensor, block_size: int = 64) -> tuple[Tensor, Tensor]:
     packed two to a byte, the first in the high nibble, and the blocks' absmax (float32)."""
     checks.floating_tensor(weight, "weight")
     block_size = checks.positive_int(block_size, "block_size")
-    flat = weight.reshape(-1).float()
+    flat = _finite(weight, "weight").reshape(-1).float()
     if flat.numel() % block_size or flat.numel() % 2:
         raise ValueError(f"weight's {flat.numel()} elements must be a multiple of "
                          f"block_size={block_size} (and even, two codes to a byte)")
@@ -151,6 +152,7 @@ def quantize_rows_int8(x: Tensor, threshold: float = 0.0) -> tuple[Tensor, Tenso
     they are set to 0 in the codes and kept aside, to be multiplied in 16 bits. Returns the
     codes, the rows' absmax and the outlier columns."""
     checks.floating_tensor(x, "x", dims=2)
+    _finite(x, "x")
     threshold = checks.as_float(threshold, "threshold", minimum=0.0)
     x = x.clone()
     outliers = torch.empty(0, dtype=torch.int64)
@@ -187,7 +189,7 @@ class DynamicInt8Linear(nn.Module):
         if x.dim() == 0 or x.size(-1) != self.in_features:
             raise ValueError(f"x must have last dimension {self.in_features}, got shape "
                              f"{tuple(x.shape)}")
-        rows = x.reshape(-1, self.in_features).float()
+        rows = _finite(x, "x").reshape(-1, self.in_features).float()
         activations = quantize(rows, 8, symmetric=True)
         product = torch._int_mm(activations.codes.to(torch.int8), self.weight_codes.t())
         output = (product.float() * activations.scale) * self.weight_scale
@@ -258,6 +260,7 @@ def gptq(weight: Tensor, hessian: Tensor, bits: int, symmetric: bool = False,
     quantized weight (the values on the grid); each group of `group_size` columns (None:
     the whole row) gets its own min-max grid, computed when its first column is reached."""
     checks.floating_tensor(weight, "weight", dims=2)
+    _finite(weight, "weight")
     rows, columns = weight.shape
     checks.floating_tensor(hessian, "hessian", dims=2)
     if hessian.shape != (columns, columns):
@@ -306,6 +309,7 @@ def round_to_nearest(weight: Tensor, bits: int, symmetric: bool = False,
     """Every weight rounded to the nearest point of its group's min-max grid (the same grid
     as GPTQ's), with no error feedback: the baseline that GPTQ improves on."""
     checks.floating_tensor(weight, "weight", dims=2)
+    _finite(weight, "weight")
     rows, columns = weight.shape
     size = columns if group_size is None else checks.positive_int(group_size, "group_size")
     if columns % size:

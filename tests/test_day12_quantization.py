@@ -77,6 +77,12 @@ def test_the_affine_map_refuses_what_it_cannot_mean():
         quantize(weight, 8, False, convention="quanto")
     with pytest.raises(ValueError, match="weight"):
         quantize(torch.randn(8), 4)
+    broken = weight.clone()
+    broken[1, 2] = float("nan")
+    for call in (lambda: quantize(broken, 4), lambda: quantize_nf4(broken, 8),
+                 lambda: round_to_nearest(broken, 4), lambda: gptq(broken, torch.eye(8), 4)):
+        with pytest.raises(ValueError, match="weight holds NaN or infinite values"):
+            call()
 
 
 def test_nf4_and_int8_rows_equal_bitsandbytes_on_other_blocks():
@@ -180,6 +186,10 @@ def test_the_int8_linear_layer_equals_torchao_on_other_shapes_and_refuses_bad_in
             assert torch.equal(DynamicInt8Linear(layer)(inputs), theirs(inputs))
     with pytest.raises(ValueError, match="last dimension 40"):
         DynamicInt8Linear(layer)(torch.randn(2, 41))
+    with pytest.raises(ValueError, match="x holds NaN or infinite values"):
+        DynamicInt8Linear(layer)(torch.full((2, 40), float("inf")))
+    with pytest.raises(ValueError, match="x holds NaN or infinite values"):
+        quantize_rows_int8(torch.full((2, 40), float("nan")))
     with pytest.raises(TypeError, match="linear must be a Linear"):
         DynamicInt8Linear(nn.Conv1d(2, 2, 1))
 
