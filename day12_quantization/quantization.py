@@ -58,12 +58,27 @@ class Quantized:
         return values.reshape(self.codes.shape)
 
 
-def _finite(tensor: Tensor, name: str) -> Tensor:
-    """`tensor`, if every value is a finite number: a NaN or an infinity has no code, and
-    would set a group's scale to NaN or infinity (and every code with it)."""
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name} holds NaN or infinite values: quantize finite numbers")
-    return tensor
+def _values(tensor: Tensor, name: str, dims: int | tuple[int, ...] | None = None) -> Tensor:
+    """`tensor` in float32, if it is a real floating-point tensor (with `dims` dimensions,
+    if given) of at least one element, each a finite float32 number: a NaN, an infinity or a
+    float64 beyond float32's range has no code, and would make a scale NaN or infinite (and
+    every code with it)."""
+    checks.floating_tensor(tensor, name, dims)
+    if tensor.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)}): nothing to quantize")
+    values = tensor.float()
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{name} holds NaN or infinite values, or values beyond float32's "
+                         f"range: quantize finite numbers")
+    return values
+
+
+def _finite_scale(scale: Tensor, name: str) -> Tensor:
+    """`scale`, if no group's range overflowed float32 when it was computed."""
+    if not torch.isfinite(scale).all():
+        raise ValueError(f"{name} spans a range wider than float32 can hold (its largest "
+                         f"minus its smallest value overflows): scale it down first")
+    return scale
 
 CONVENTIONS = ("torchao", "quanto")
 
@@ -84,9 +99,10 @@ def quantize(weight: Tensor, bits: int, symmetric: bool = True, group_size: int 
     qmin, qmax = code_range(bits, symmetric)
     if convention == "quanto" and not symmetric:
         raise ValueError("the quanto convention here is its symmetric one: symmetric=True")
-    groups = _groups(_finite(weight, "weight").float(), group_size)
-    if convention == "quanto":
-        scale = groups.abs().amax(-1) / qmax
+    groups = _groups(_values(weight, "weight", dims=2), group_size)
+    if convention == "quanto":  # (with torchao's floor on the scale: an all-zero group)
+        scale = torch.clamp(groups.abs().amax(-1) / qmax,
+                            min=torch.finfo(torch.float32).smallest_normal)
         codes = torch.round(groups / scale[..., None])
         zero = torch.zeros_like(scale, dtype=torch.int32)
     else:
@@ -97,7 +113,8 @@ def quantize(weight: Tensor, bits: int, symmetric: bool = True, group_size: int 
             zero = torch.zeros_like(scale, dtype=torch.int32)
         else:
             scale = (high - low) / (qmax - qmin)
-        scale = torch.clamp(scale, min=torch.finfo(torch.float32).smallest_normal)
+        scale = _finite_scale(torch.clamp(scale, min=torch.finfo(torch.float32).smallest_normal),
+                              "weight")
         if not symmetric:
             zero = torch.clamp(qmin - torch.round(low / scale), qmin, qmax).to(torch.int32)
         codes = torch.round(groups * (1.0 / scale[..., None])) + zero[..., None]
@@ -126,7 +143,7 @@ def quantize_nf4(weight: Tensor, block_size: int = 64) -> tuple[Tensor, Tensor]:
     packed two to a byte, the first in the high nibble, and the blocks' absmax (float32)."""
     checks.floating_tensor(weight, "weight")
     block_size = checks.positive_int(block_size, "block_size")
-    flat = _finite(weight, "weight").reshape(-1).float()
+    flat = _values(weight, "weight").reshape(-1)
     if flat.numel() % block_size or flat.numel() % 2:
         raise ValueError(f"weight's {flat.numel()} elements must be a multiple of "
                          f"block_size={block_size} (and even, two codes to a byte)")
@@ -140,6 +157,12 @@ def quantize_nf4(weight: Tensor, block_size: int = 64) -> tuple[Tensor, Tensor]:
 
 def dequantize_nf4(packed: Tensor, absmax: Tensor, shape: tuple[int, ...]) -> Tensor:
     """The weights that `quantize_nf4` packed: each index's NF4 value times its block's absmax."""
+    checks.tensor(packed, "packed", dims=1, dtypes=(torch.uint8,))
+    absmax = _values(absmax, "absmax", dims=1)
+    shape = tuple(checks.positive_int(size, "shape") for size in shape)
+    if math.prod(shape) != 2 * len(packed) or math.prod(shape) % len(absmax):
+        raise ValueError(f"shape {shape} must hold the {2 * len(packed)} packed weights, in "
+                         f"len(absmax)={len(absmax)} blocks of equal size")
     indices = torch.stack([packed >> 4, packed & 0xF], dim=-1).reshape(-1).long()
     values = normal_float_code()[indices].view(len(absmax), -1) * absmax[:, None]
     return values.reshape(shape)
@@ -151,10 +174,8 @@ def quantize_rows_int8(x: Tensor, threshold: float = 0.0) -> tuple[Tensor, Tenso
     `threshold`, the feature columns holding a magnitude at or above it are the outliers:
     they are set to 0 in the codes and kept aside, to be multiplied in 16 bits. Returns the
     codes, the rows' absmax and the outlier columns."""
-    checks.floating_tensor(x, "x", dims=2)
-    _finite(x, "x")
+    x = _values(x, "x", dims=2).clone()
     threshold = checks.as_float(threshold, "threshold", minimum=0.0)
-    x = x.clone()
     outliers = torch.empty(0, dtype=torch.int64)
     if threshold > 0:
         large = x.abs() >= threshold
@@ -189,7 +210,7 @@ class DynamicInt8Linear(nn.Module):
         if x.dim() == 0 or x.size(-1) != self.in_features:
             raise ValueError(f"x must have last dimension {self.in_features}, got shape "
                              f"{tuple(x.shape)}")
-        rows = _finite(x, "x").reshape(-1, self.in_features).float()
+        rows = _values(x, "x").reshape(-1, self.in_features)
         activations = quantize(rows, 8, symmetric=True)
         product = torch._int_mm(activations.codes.to(torch.int8), self.weight_codes.t())
         output = (product.float() * activations.scale) * self.weight_scale
@@ -202,6 +223,7 @@ def grid_parameters(weight: Tensor, bits: int, symmetric: bool) -> tuple[Tensor,
     """The min-max grid of the GPTQ paper's code, per row of `weight`: 2^bits - 1 steps
     from min(w, 0) to max(w, 0) (symmetric: from -amax to amax, zero in the middle).
     Returns each row's scale and zero point, as (rows, 1) columns."""
+    weight = _values(weight, "weight", dims=2)
     code_range(bits, symmetric)  # checks bits
     levels = 2**bits - 1
     low = torch.clamp(weight.amin(1), max=0)
@@ -211,7 +233,7 @@ def grid_parameters(weight: Tensor, bits: int, symmetric: bool) -> tuple[Tensor,
         low = torch.where(low < 0, -high, low)
     empty = (low == 0) & (high == 0)  # an all-zero row: any grid will do
     low, high = torch.where(empty, -1.0, low), torch.where(empty, 1.0, high)
-    scale = (high - low) / levels
+    scale = _finite_scale((high - low) / levels, "weight")
     zero = (torch.full_like(scale, (levels + 1) / 2) if symmetric
             else torch.round(-low / scale))
     return scale[:, None], zero[:, None]
@@ -219,6 +241,15 @@ def grid_parameters(weight: Tensor, bits: int, symmetric: bool) -> tuple[Tensor,
 
 def grid_round(weight: Tensor, scale: Tensor, zero: Tensor, bits: int) -> Tensor:
     """Round each weight to the nearest point of its row's grid (the value, not the code)."""
+    code_range(bits, symmetric=False)  # checks bits
+    weight = _values(weight, "weight", dims=2)
+    for name, value in (("scale", scale), ("zero", zero)):
+        checks.floating_tensor(value, name)
+        if value.shape != (len(weight), 1):
+            raise ValueError(f"{name} must have shape ({len(weight)}, 1), one per row of "
+                             f"weight, got {tuple(value.shape)}")
+    if not (torch.isfinite(scale).all() and (scale > 0).all()):
+        raise ValueError("scale must be positive and finite (grid_parameters computes it)")
     codes = torch.clamp(torch.round(weight / scale) + zero, 0, 2**bits - 1)
     return scale * (codes - zero)
 
@@ -230,14 +261,18 @@ class HessianOfInputs:
 
     def __init__(self, features: int):
         self.features = checks.positive_int(features, "features")
+        checks.affordable(self.features**2, "features", self.features)
         self.hessian = torch.zeros(features, features)
         self.samples = 0
 
     def add(self, inputs: Tensor) -> None:
+        """Add a batch of inputs: (tokens, features), one sample, or (samples, ...,
+        features)."""
         checks.floating_tensor(inputs, "inputs")
-        if inputs.size(-1) != self.features:
-            raise ValueError(f"inputs must have {self.features} features in their last "
-                             f"dimension, got shape {tuple(inputs.shape)}")
+        if inputs.dim() < 2 or inputs.size(-1) != self.features:
+            raise ValueError(f"inputs must have shape (tokens, {self.features}) or (samples, "
+                             f"..., {self.features}), got {tuple(inputs.shape)}")
+        inputs = _values(inputs, "inputs")
         inputs = inputs.unsqueeze(0) if inputs.dim() == 2 else inputs
         count = inputs.shape[0]
         columns = inputs.reshape(-1, self.features).t()
@@ -259,8 +294,7 @@ def gptq(weight: Tensor, hessian: Tensor, bits: int, symmetric: bool = False,
     reformulation"), with `damping` times its mean diagonal added first. Returns the
     quantized weight (the values on the grid); each group of `group_size` columns (None:
     the whole row) gets its own min-max grid, computed when its first column is reached."""
-    checks.floating_tensor(weight, "weight", dims=2)
-    _finite(weight, "weight")
+    _values(weight, "weight", dims=2)
     rows, columns = weight.shape
     checks.floating_tensor(hessian, "hessian", dims=2)
     if hessian.shape != (columns, columns):
@@ -269,6 +303,8 @@ def gptq(weight: Tensor, hessian: Tensor, bits: int, symmetric: bool = False,
     if not torch.isfinite(hessian).all() or not hessian.diagonal().any():
         raise ValueError("hessian has no calibration data in it (all zero or not finite): "
                          "add calibration inputs first")
+    if not torch.allclose(hessian, hessian.T, rtol=1e-5, atol=1e-6 * hessian.abs().max()):
+        raise ValueError("hessian must be symmetric, as 2/n Σ x xᵀ is (HessianOfInputs)")
     if group_size is not None:
         group_size = checks.positive_int(group_size, "group_size")
         if columns % group_size:
@@ -281,8 +317,13 @@ def gptq(weight: Tensor, hessian: Tensor, bits: int, symmetric: bool = False,
     hessian[dead, dead] = 1
     weight[:, dead] = 0
     hessian.diagonal().add_(damping * hessian.diagonal().mean())
-    inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)),
-                                    upper=True)
+    try:
+        inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)),
+                                        upper=True)
+    except torch.linalg.LinAlgError:
+        raise ValueError(f"hessian, with damping={damping} times its mean diagonal added, is "
+                         f"not positive definite: a Hessian of real inputs is; raise "
+                         f"damping if it is singular") from None
     quantized = torch.zeros_like(weight)
     scale, zero = grid_parameters(weight, bits, symmetric)
     for start in range(0, columns, block_size):
@@ -308,8 +349,7 @@ def round_to_nearest(weight: Tensor, bits: int, symmetric: bool = False,
                      group_size: int | None = None) -> Tensor:
     """Every weight rounded to the nearest point of its group's min-max grid (the same grid
     as GPTQ's), with no error feedback: the baseline that GPTQ improves on."""
-    checks.floating_tensor(weight, "weight", dims=2)
-    _finite(weight, "weight")
+    weight = _values(weight, "weight", dims=2)
     rows, columns = weight.shape
     size = columns if group_size is None else checks.positive_int(group_size, "group_size")
     if columns % size:
@@ -346,6 +386,7 @@ def neural_compressor_gptq() -> type:
 
 def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
     """The model's linear layers by name: the matrices that weight-only quantization shrinks."""
+    checks.module(model, "model")
     return {name: module for name, module in model.named_modules()
             if isinstance(module, nn.Linear)}
 
@@ -353,6 +394,9 @@ def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
 def input_hessians(model: nn.Module, batches: list[Tensor]) -> dict[str, HessianOfInputs]:
     """GPTQ's Hessian of every linear layer's inputs, from the float model run on the
     calibration `batches` (each batch's first dimension counts its samples)."""
+    if not isinstance(batches, list | tuple):
+        raise TypeError(f"batches must be a list of input tensors, got "
+                        f"{type(batches).__name__}")
     if not batches:
         raise ValueError("batches is empty: GPTQ needs calibration inputs")
     hessians, hooks = {}, []
@@ -378,10 +422,13 @@ def quantized_copy(model: nn.Module, bits: int, group_size: int | None = None,
     `hessians` are given, else by rounding to nearest."""
     import copy
 
-    layers = linear_layers(model)
-    unknown = sorted(set(keep) - set(layers))
-    if unknown:
-        raise ValueError(f"keep names no linear layer of the model: {unknown}")
+    quantized_names = _quantized_names(model, keep)
+    if hessians is not None:
+        missing = sorted(quantized_names - set(hessians) if isinstance(hessians, dict)
+                         else quantized_names)
+        if missing:
+            raise ValueError(f"hessians must be a dict with a HessianOfInputs for every layer "
+                             f"to quantize (input_hessians makes one); missing {missing}")
     quantized = copy.deepcopy(model)
     for name, layer in linear_layers(quantized).items():
         if name in keep:
@@ -393,15 +440,36 @@ def quantized_copy(model: nn.Module, bits: int, group_size: int | None = None,
     return quantized
 
 
+def _quantized_names(model: nn.Module, keep: Collection[str]) -> set[str]:
+    """The names of the model's linear layers that are not in `keep`, which must name only
+    linear layers of the model."""
+    layers = linear_layers(model)
+    if isinstance(keep, str):
+        raise TypeError(f"keep must be a collection of layer names, got the str {keep!r}")
+    unknown = sorted(set(keep) - set(layers))
+    if unknown:
+        raise ValueError(f"keep names no linear layer of the model: {unknown}")
+    return set(layers) - set(keep)
+
+
 def weight_only_bytes(model: nn.Module, bits: int | None, group_size: int | None = None,
                       symmetric: bool = False, keep: Collection[str] = ()) -> int:
     """The model's size when its linear weights (but those of the layers named in `keep`)
     are stored in `bits` bits (None: float32), with a float32 scale and, asymmetric, a
     `bits`-bit zero point per group of each row; everything else (biases, norms,
     embeddings) in float32. A weight that two modules share counts once."""
+    names = _quantized_names(model, keep)
+    if bits is not None:
+        code_range(bits, symmetric)  # checks bits and symmetric
+    layers = {name: layer for name, layer in linear_layers(model).items() if name in names}
+    if group_size is not None:
+        group_size = checks.positive_int(group_size, "group_size")
+        for name, layer in layers.items():
+            if layer.in_features % group_size:
+                raise ValueError(f"group_size={group_size} must divide the {layer.in_features} "
+                                 f"columns of {name}")
     total = 0
-    linear = {id(layer.weight) for name, layer in linear_layers(model).items()
-              if name not in keep}
+    linear = {id(layer.weight) for layer in layers.values()}
     for parameter in model.parameters():
         if bits is None or id(parameter) not in linear:
             total += 4 * parameter.numel()
@@ -416,12 +484,22 @@ def weight_only_bytes(model: nn.Module, bits: int | None, group_size: int | None
 def shared_linear_weights(model: nn.Module) -> set[str]:
     """The linear layers whose weight another part of the model uses too: tied weights,
     such as GPT-2's output layer, which is its token embedding (Press and Wolf, 2017)."""
+    checks.module(model, "model")
     names = collections.Counter(id(parameter) for _, parameter in
                                 model.named_parameters(remove_duplicate=False))
     return {name for name, layer in linear_layers(model).items() if names[id(layer.weight)] > 1}
 
 
 def kl_divergence(reference_logits: Tensor, logits: Tensor) -> float:
-    """The mean over examples of KL(p || q) in nats, p the reference model's distribution."""
-    log_p, log_q = F.log_softmax(reference_logits.double(), -1), F.log_softmax(logits.double(), -1)
+    """The mean over examples of KL(p || q) in nats, p the reference model's distribution:
+    logits of the same shape (..., classes), every leading position an example."""
+    reference_logits = _values(reference_logits, "reference_logits")
+    logits = _values(logits, "logits")
+    if reference_logits.shape != logits.shape or logits.dim() == 0:
+        raise ValueError(f"reference_logits and logits must have the same shape (..., "
+                         f"classes), got {tuple(reference_logits.shape)} and "
+                         f"{tuple(logits.shape)}")
+    classes = logits.size(-1)
+    log_p = F.log_softmax(reference_logits.double().reshape(-1, classes), -1)
+    log_q = F.log_softmax(logits.double().reshape(-1, classes), -1)
     return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean").item()

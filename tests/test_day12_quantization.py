@@ -135,8 +135,14 @@ def test_gptq_refuses_bad_inputs_and_keeps_dead_inputs_at_zero():
     hessian = HessianOfInputs(8)
     with pytest.raises(ValueError, match="no calibration data"):
         gptq(weight, hessian.hessian, 4)
-    with pytest.raises(ValueError, match="8 features"):
+    with pytest.raises(ValueError, match=r"inputs must have shape \(tokens, 8\)"):
         hessian.add(torch.randn(2, 7))
+    with pytest.raises(ValueError, match="inputs must have shape"):
+        hessian.add(torch.randn(8))  # one vector: which are the samples?
+    with pytest.raises(ValueError, match="hessian must be symmetric"):
+        gptq(weight, torch.eye(8) + torch.triu(torch.ones(8, 8), 1), 4)
+    with pytest.raises(ValueError, match="not positive definite"):
+        gptq(weight, -torch.eye(8), 4)
     inputs = torch.randn(20, 8)
     inputs[:, 3] = 0  # an input that is always 0
     hessian.add(inputs)
@@ -210,3 +216,25 @@ def test_a_tied_weight_is_found_kept_and_counted_once():
     assert difference == 11 * 16 * 4 - (11 * 16 * 3 + 11 * 3 + 7) // 8 - 4 * 11
     with pytest.raises(ValueError, match="keep names no linear layer"):
         quantized_copy(model, 3, keep={"head"})
+    with pytest.raises(ValueError, match="keep names no linear layer"):
+        weight_only_bytes(model, 3, keep={"head"})
+    with pytest.raises(ValueError, match="missing"):
+        quantized_copy(model, 3, hessians={})
+    with pytest.raises(ValueError, match="group_size=3 must divide the 16 columns"):
+        weight_only_bytes(model, 3, group_size=3)
+
+
+def test_kl_divergence_takes_matching_finite_logits_only():
+    logits = torch.randn(4, 3, 5)
+    assert kl_divergence(logits, logits) == 0.0
+    other = logits + torch.randn(4, 3, 5)
+    # every leading position is an example: (4, 3, 5) is 12 examples, as (12, 5) is
+    assert kl_divergence(logits, other) == pytest.approx(
+        kl_divergence(logits.reshape(12, 5), other.reshape(12, 5)))
+    assert kl_divergence(logits, other) > 0
+    with pytest.raises(ValueError, match="same shape"):
+        kl_divergence(torch.randn(3, 5), torch.randn(1, 5))
+    with pytest.raises(ValueError, match="reference_logits holds NaN"):
+        kl_divergence(torch.full((2, 5), float("nan")), torch.randn(2, 5))
+    with pytest.raises(TypeError, match="logits has dtype torch.int64"):
+        kl_divergence(torch.randn(2, 5), torch.ones(2, 5, dtype=torch.int64))
