@@ -34,6 +34,11 @@ def launch(worker: Callable, world_size: int, *args, timeout: float = 60.0) -> l
     What the ranks print goes to a log file per rank, whose end an error shows."""
     checks.as_callable(worker, "worker")
     world_size = checks.positive_int(world_size, "world_size")
+    cores = os.cpu_count() or 1
+    if world_size > max(16, 4 * cores):
+        raise ValueError(f"world_size={world_size} processes on this machine's {cores} cores: "
+                         f"launch starts one process per rank, so at most "
+                         f"{max(16, 4 * cores)}; use torchrun on several machines for more")
     timeout = checks.positive_float(timeout, "timeout")
     name = getattr(worker, "__qualname__", "")
     if getattr(worker, "__module__", "__main__") == "__main__" or "<" in name:
@@ -197,18 +202,19 @@ def prove_ring_all_reduce(length: int, seed: int) -> dict:
     return result
 
 
-def shard(batch: Tensor, rank: int, world_size: int) -> Tensor:
-    """Rank `rank`'s equal share of `batch` (cut along its first dimension) of `world_size`."""
+def shard(batch: Tensor, rank: int, world_size: int, parts: str = "world_size") -> Tensor:
+    """Rank `rank`'s equal share of `batch` (cut along its first dimension) of `world_size`;
+    `parts` names the count in an error (the ranks, or the micro-batches)."""
     checks.tensor(batch, "batch")
-    world_size = checks.positive_int(world_size, "world_size")
+    world_size = checks.positive_int(world_size, parts)
     rank = checks.non_negative_int(rank, "rank")
     if rank >= world_size:
-        raise ValueError(f"rank must be below world_size={world_size}, got {rank}")
-    if batch.dim() == 0 or len(batch) % world_size:
-        raise ValueError(f"batch of shape {tuple(batch.shape)} cannot be cut into world_size="
-                         f"{world_size} equal shares: its first dimension must be divisible "
-                         f"(with unequal shares, the mean of the ranks' mean losses is not the "
-                         f"batch's mean loss)")
+        raise ValueError(f"rank must be below {parts}={world_size}, got {rank}")
+    if batch.dim() == 0 or len(batch) == 0 or len(batch) % world_size:
+        raise ValueError(f"batch of shape {tuple(batch.shape)} cannot be cut into {parts}="
+                         f"{world_size} equal, non-empty shares: its first dimension must be a "
+                         f"positive multiple (with unequal shares, the mean of the shares' mean "
+                         f"losses is not the batch's mean loss)")
     return batch.chunk(world_size)[rank]
 
 
@@ -225,6 +231,7 @@ def digits_mlp(width: int = 64) -> nn.Sequential:
     """A small classifier of the 8x8 digits (64 pixels, 10 classes), the model that this
     day's proofs train."""
     width = checks.positive_int(width, "width")
+    checks.affordable(width * (width + 80), "width", width)
     return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.GELU(),
                          nn.Linear(width, width), nn.GELU(), nn.Linear(width, 10))
 
@@ -237,14 +244,29 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer,
     loss divided by their number, so that the sum is the whole batch's mean-loss gradient;
     `synchronise(model)` runs between the backward passes and the step (for example
     `average_gradients`)."""
+    checks.module(model, "model")
+    checks.module(optimizer, "optimizer", torch.optim.Optimizer)
     micro_batches = checks.positive_int(micro_batches, "micro_batches")
+    if not isinstance(batches, list | tuple):
+        raise TypeError(f"batches must be a list of (inputs, labels) pairs, got "
+                        f"{type(batches).__name__}")
     losses = []
-    for inputs, labels in batches:
+    for step, pair in enumerate(batches):
+        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+            raise TypeError(f"batches[{step}] must be an (inputs, labels) pair")
+        inputs, labels = pair
+        checks.tensor(labels, f"batches[{step}] labels", dims=1, dtypes=(torch.int64,))
+        if len(inputs) != len(labels):
+            raise ValueError(f"batches[{step}] has {len(inputs)} inputs but {len(labels)} labels")
         optimizer.zero_grad()
         total = 0.0
         for part in range(micro_batches):
-            loss = F.cross_entropy(model(shard(inputs, part, micro_batches)),
-                                   shard(labels, part, micro_batches)) / micro_batches
+            loss = F.cross_entropy(model(shard(inputs, part, micro_batches, "micro_batches")),
+                                   shard(labels, part, micro_batches, "micro_batches")
+                                   ) / micro_batches
+            if not torch.isfinite(loss):  # stop before the step spreads it to every weight
+                raise ValueError(f"the loss of batches[{step}] is {loss.item()}: its inputs "
+                                 f"hold NaN or infinite values, or training diverged")
             loss.backward()
             total += loss.item()
         if synchronise is not None:
@@ -573,6 +595,7 @@ def prove_pipeline(state: dict[str, Tensor], inputs: Tensor, labels: Tensor,
     model.load_state_dict(state)
     stage = split_stages(model, world_size)[rank]
     first, last = rank == 0, rank == world_size - 1
+    micro_batches = checks.positive_int(micro_batches, "micro_batches")
     boundary = (len(inputs) // micro_batches, 64)  # every stage passes on 64 numbers per image
     loss, order = gpipe_step(stage, micro_batches, boundary, inputs if first else None,
                              labels if last else None)
@@ -602,6 +625,8 @@ def gpipe_timeline(stages: int, micro_batches: int) -> list[list[str | None]]:
     stages = checks.positive_int(stages, "stages")
     micro_batches = checks.positive_int(micro_batches, "micro_batches")
     span = micro_batches + stages - 1  # slots of the forward half, and of the backward half
+    checks.affordable(2 * stages * span, ("stages", "micro_batches"), (stages, micro_batches),
+                      bytes_per_element=8)  # a Python list of that many slots
     timeline = [[None] * (2 * span) for _ in range(stages)]
     for stage in range(stages):
         for index in range(micro_batches):

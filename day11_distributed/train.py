@@ -39,6 +39,9 @@ def digits_batches(steps: int, batch_size: int, seed: int) -> list[tuple[Tensor,
     steps = checks.positive_int(steps, "steps")
     batch_size = checks.positive_int(batch_size, "batch_size")
     x_train, y_train, _, _ = load_digits_split()
+    if batch_size > len(y_train):
+        raise ValueError(f"batch_size={batch_size} is larger than the {len(y_train)} training "
+                         f"digits")
     generator = torch.Generator().manual_seed(checks.seed(seed))
     picks = [torch.randperm(len(y_train), generator=generator)[:batch_size]
              for _ in range(steps)]
@@ -60,6 +63,7 @@ def train_vit(strategy: str = "single", steps: int = 150, batch_size: int = 64,
     if strategy != "single" and not dist.is_initialized():
         raise RuntimeError(f"strategy={strategy!r} runs in a process group: call it inside "
                            f"`launch`, or under torchrun")
+    steps = checks.positive_int(steps, "steps")
     if snapshot_step is not None:
         snapshot_step = checks.positive_int(snapshot_step, "snapshot_step")
         if snapshot_step > steps:
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args(argv)
     arguments = (options.strategy, options.steps, options.batch_size, options.seed)
+    world_size = int(os.environ.get("WORLD_SIZE", options.world_size))
+    digits_batches(options.steps, options.batch_size, options.seed)  # bad sizes: refused here,
+    parallel.shard(torch.empty(options.batch_size), 0, world_size)  # before any process starts
     if "RANK" in os.environ:  # started by torchrun
         dist.init_process_group("gloo")
         try:

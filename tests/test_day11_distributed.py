@@ -80,7 +80,7 @@ def test_shard_refuses_what_it_cannot_cut_into_equal_shares():
     batch = torch.arange(10)
     assert torch.equal(shard(batch, 1, 2), torch.arange(5, 10))
     with pytest.raises(ValueError, match=r"batch of shape \(10,\) cannot be cut into "
-                                         r"world_size=3 equal shares"):
+                                         r"world_size=3 equal, non-empty shares"):
         shard(batch, 0, 3)
     with pytest.raises(ValueError, match="rank must be below world_size=2, got 2"):
         shard(batch, 2, 2)
@@ -88,6 +88,35 @@ def test_shard_refuses_what_it_cannot_cut_into_equal_shares():
         shard(batch, 0, 0)
     with pytest.raises(ValueError, match="micro_batches"):
         train_steps(digits_mlp(), torch.optim.SGD(digits_mlp().parameters()), [], 0)
+    with pytest.raises(ValueError, match="equal, non-empty shares"):
+        shard(torch.empty(0, 3), 0, 1)
+
+
+def test_training_steps_refuse_what_would_spoil_the_model():
+    model = digits_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    broken = x.clone()
+    broken[0, 0, 0, 0] = float("nan")
+    before = [parameter.clone() for parameter in model.parameters()]
+    with pytest.raises(ValueError, match=r"the loss of batches\[1\] is nan"):
+        train_steps(model, optimizer, [(x, y), (broken, y)])
+    assert not any(parameter.isnan().any() for parameter in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="micro_batches=3 equal"):
+        train_steps(model, optimizer, [(x, y)], micro_batches=3)
+    with pytest.raises(ValueError, match="8 inputs but 4 labels"):
+        train_steps(model, optimizer, [(x, y[:4])])
+    with pytest.raises(TypeError, match=r"batches\[0\] must be an \(inputs, labels\) pair"):
+        train_steps(model, optimizer, [x])
+    with pytest.raises(TypeError, match="optimizer must be a Optimizer"):
+        train_steps(model, "sgd", [(x, y)])
+    with pytest.raises(ValueError, match="world_size=100000 processes"):
+        launch(parallel.rank_and_size, 100_000)
+    with pytest.raises(ValueError, match="width=10000000 would allocate"):
+        digits_mlp(10_000_000)
+    with pytest.raises(ValueError, match="larger than the 1347 training digits"):
+        train_vit("single", steps=1, batch_size=10**6)
 
 
 def _batches(seed: int, steps: int = 4, size: int = 48):
