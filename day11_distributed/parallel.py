@@ -102,6 +102,10 @@ def _run_rank(rank: int, worker: Callable, world_size: int, port: int, folder: s
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=timeout))
     try:
+        # Every rank has joined before any starts its work: otherwise a rank that fails at
+        # once could exit while another is still connecting, whose error (a broken
+        # connection) would then hide the real one.
+        dist.barrier()
         result = worker(*args)
         torch.save(result, Path(folder) / f"{rank}.pt")
     finally:
