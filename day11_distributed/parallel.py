@@ -518,13 +518,15 @@ def prove_tensor_parallel(mlp: PositionwiseFeedForward, attention: MultiHeadAtte
     )
 
     _, world_size = rank_and_size()
+    # Ours first: a layer that cannot be split is refused on every rank alike, before any
+    # rank is inside a collective that another rank's exit would break
+    split_mlp, split_attention = TensorParallelMLP(mlp), TensorParallelAttention(attention)
     mesh = init_device_mesh("cpu", (world_size,))
     theirs = parallelize_module(copy.deepcopy(mlp), mesh, {"linear1": ColwiseParallel(),
                                                            "linear2": RowwiseParallel()})
-    return {"mlp": _output_and_gradients(TensorParallelMLP(mlp), x),
+    return {"mlp": _output_and_gradients(split_mlp, x),
             "mlp, parallelize_module": _output_and_gradients(theirs, x),
-            "attention": _output_and_gradients(TensorParallelAttention(attention), x,
-                                               causal=True)}
+            "attention": _output_and_gradients(split_attention, x, causal=True)}
 
 
 def split_stages(layers: nn.Sequential, stages: int) -> list[nn.Sequential]:
