@@ -33,12 +33,15 @@ from day09_mamba import MambaBlock, MambaLM, RMSNorm
 from day10_serving import GPT2, GPT2Block, KVCache, PagedKVCache
 from day11_distributed import Checkpointed, TensorParallelAttention, TensorParallelMLP
 from day12_quantization import DynamicInt8Linear
+from day13_detection import CenterNet, ConvBackbone, ViTBackbone
 
 __all__ = [
     "VIT_CONFIGS",
+    "CenterNet",
     "Checkpointed",
     "ClassToken",
     "ClassificationHead",
+    "ConvBackbone",
     "Decoder",
     "DynamicInt8Linear",
     "DecoderLayer",
@@ -65,6 +68,7 @@ __all__ = [
     "TensorParallelMLP",
     "Transformer",
     "ViT",
+    "ViTBackbone",
     "ViTBlock",
     "ViTEncoder",
     "as_attention_function",

@@ -13,7 +13,9 @@ from .coco import COCO_STATS, coco_evaluate
 from .data import Canvases, make_canvases
 from .detector import (
     CenterNet,
+    ConvBackbone,
     DetectorConfig,
+    ViTBackbone,
     centernet_loss,
     decode,
     detect,
@@ -28,7 +30,9 @@ __all__ = [
     "COCO_STATS",
     "Canvases",
     "CenterNet",
+    "ConvBackbone",
     "DetectorConfig",
+    "ViTBackbone",
     "batched_nms",
     "box_area",
     "box_convert",

@@ -47,6 +47,36 @@ def box_convert(boxes: Tensor, source: str, target: str) -> Tensor:
     return torch.stack([a, b, c, d], dim=1)
 
 
+def check_targets(targets, name: str = "targets", num_classes: int | None = None,
+                  keys: tuple[str, ...] = ("boxes", "labels"),
+                  box_format: str = "xyxy") -> list[dict[str, Tensor]]:
+    """`targets`, if it is a list with one dict per image holding `keys`: (k, 4) boxes in
+    `box_format`, and (k,) int64 labels (in 0..num_classes - 1 when given) and finite (k,)
+    scores if asked."""
+    if not isinstance(targets, (list, tuple)):
+        raise TypeError(f"{name} must be a list with one dict per image, got "
+                        f"{type(targets).__name__}")
+    for index, item in enumerate(targets):
+        where = f"{name}[{index}]"
+        if not isinstance(item, dict) or not set(keys) <= set(item):
+            raise ValueError(f"{where} must be a dict with keys {keys}")
+        count = len(check_boxes(item["boxes"], f"{where}['boxes']", box_format))
+        labels = checks.tensor(item["labels"], f"{where}['labels']", dims=1,
+                               dtypes=(torch.int64,), shape="(k,)")
+        if "scores" in keys:
+            scores = checks.floating_tensor(item["scores"], f"{where}['scores']", dims=1)
+            if not torch.isfinite(scores).all():
+                raise ValueError(f"{where}['scores'] holds a NaN or an infinite score")
+        for key in keys[1:]:
+            if len(item[key]) != count:
+                raise ValueError(f"{where}['{key}'] must hold one value per box ({count}), "
+                                 f"got {len(item[key])}")
+        if num_classes is not None and count and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"{where}['labels'] must lie in 0..{num_classes - 1}, got "
+                             f"{labels.tolist()}")
+    return list(targets)
+
+
 def box_area(boxes: Tensor) -> Tensor:
     """(N,) areas of (N, 4) boxes."""
     check_boxes(boxes)
@@ -55,6 +85,10 @@ def box_area(boxes: Tensor) -> Tensor:
 
 def _areas_and_intersection(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     check_boxes(a, "a"), check_boxes(b, "b")
+    checks.affordable(3 * len(a) * len(b), ("len(a)", "len(b)"), (len(a), len(b)), 8)
+    # half precision overflows at 65,504: an area of 300x300 pixels would be infinite
+    a, b = (box.float() if box.dtype in (torch.float16, torch.bfloat16) else box
+            for box in (a, b))
     top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
     bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     intersection = (bottom_right - top_left).clamp(min=0).prod(2)
@@ -106,8 +140,10 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
     if len(labels) != len(boxes):
         raise ValueError(f"labels must hold one label per box ({len(boxes)}), got {len(labels)}")
     if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.int64)
-    # Shift each label's boxes past every other label's: they can no longer overlap.
-    span = (boxes.max() - boxes.min() + 1).item()
-    shifted = boxes - boxes.min() + (labels - labels.min()).to(boxes.dtype)[:, None] * span
+        return nms(boxes, scores, iou_threshold)  # checks scores and iou_threshold, keeps none
+    # Shift each label's boxes past every other label's: they can no longer overlap. In
+    # float64, so that the shift cannot overflow the boxes' own precision.
+    wide = boxes.double()
+    span = (wide.max() - wide.min() + 1).item()
+    shifted = wide - wide.min() + (labels - labels.min()).double()[:, None] * span
     return nms(shifted, scores, iou_threshold)

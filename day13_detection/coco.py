@@ -10,7 +10,7 @@ import numpy as np
 from torch import Tensor
 
 from common import checks
-from day13_detection.boxes import box_convert, check_boxes
+from day13_detection.boxes import box_convert, check_targets
 
 COCO_STATS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
@@ -22,23 +22,11 @@ AREA_RANGES = {"all": (0, 1e10), "small": (0, 32**2), "medium": (32**2, 96**2),
 MAX_DETECTIONS = (1, 10, 100)
 
 
-def check_detections(detections, targets) -> None:
+def check_detections(detections, targets, num_classes: int) -> None:
     """One detection dict {"boxes", "scores", "labels"} and one target dict {"boxes",
-    "labels"} per image, with matching lengths."""
-    for name, items, keys in (("detections", detections, ("boxes", "scores", "labels")),
-                              ("targets", targets, ("boxes", "labels"))):
-        if not isinstance(items, (list, tuple)):
-            raise TypeError(f"{name} must be a list with one dict per image, got "
-                            f"{type(items).__name__}")
-        for index, item in enumerate(items):
-            if not isinstance(item, dict) or not set(keys) <= set(item):
-                raise ValueError(f"{name}[{index}] must be a dict with keys {keys}")
-            check_boxes(item["boxes"], f"{name}[{index}]['boxes']")
-            for key in keys[1:]:
-                if item[key].shape != (len(item["boxes"]),):
-                    raise ValueError(f"{name}[{index}]['{key}'] must hold one value per box "
-                                     f"({len(item['boxes'])}), got shape "
-                                     f"{tuple(item[key].shape)}")
+    "labels"} per image, labels in 0..num_classes - 1, as many images on both sides."""
+    check_targets(detections, "detections", num_classes, ("boxes", "scores", "labels"))
+    check_targets(targets, "targets", num_classes)
     if len(detections) != len(targets):
         raise ValueError(f"detections ({len(detections)} images) and targets "
                          f"({len(targets)} images) must describe the same images")
@@ -142,8 +130,10 @@ def coco_evaluate(detections: list[dict[str, Tensor]], targets: list[dict[str, T
                   num_classes: int) -> dict[str, float]:
     """COCO's 12 statistics (COCO_STATS) of `detections` against `targets`, one dict each per
     image (boxes x1 y1 x2 y2), for labels 0 to `num_classes` - 1."""
-    check_detections(detections, targets)
     num_classes = checks.positive_int(num_classes, "num_classes")
+    checks.affordable(len(IOU_THRESHOLDS) * len(RECALL_THRESHOLDS) * num_classes
+                      * len(AREA_RANGES) * len(MAX_DETECTIONS), "num_classes", num_classes, 8)
+    check_detections(detections, targets, num_classes)
 
     def as_numpy(item):  # once per image: (x, y, w, h) boxes in float64, scores, labels
         return (box_convert(item["boxes"].double(), "xyxy", "xywh").numpy(),
@@ -195,8 +185,8 @@ def pycocotools_stats(detections: list[dict[str, Tensor]], targets: list[dict[st
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    check_detections(detections, targets)
     num_classes = checks.positive_int(num_classes, "num_classes")
+    check_detections(detections, targets, num_classes)
     if sum(len(d["boxes"]) for d in detections) == 0:
         raise ValueError("pycocotools cannot load an empty list of detections")
 

@@ -40,8 +40,14 @@ class Canvases:
         return len(self.targets)
 
     def subset(self, indices) -> "Canvases":
-        """The canvases at `indices` (a sequence of ints or an int64 tensor)."""
-        indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+        """The canvases at `indices` (an int64 tensor or a sequence of ints)."""
+        if not isinstance(indices, Tensor):
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+                raise TypeError(f"indices must be ints, got {indices!r}")
+            indices = torch.tensor(list(indices), dtype=torch.int64)
+        checks.tensor(indices, "indices", dims=1, dtypes=(torch.int64,))
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise ValueError(f"indices must lie in 0..{len(self) - 1}, got {indices.tolist()}")
         return Canvases(self.images[indices], [self.targets[int(i)] for i in indices])
 
 
@@ -55,14 +61,21 @@ def make_canvases(count: int, split: str = "train", seed: int = 0, size: int = 6
     count = checks.positive_int(count, "count")
     size = checks.positive_int(size, "size")
     max_digits = checks.positive_int(max_digits, "max_digits")
+    if not isinstance(digit_sizes, (tuple, list)) or len(digit_sizes) != 2:
+        raise ValueError(f"digit_sizes must be a pair (smallest, largest), got {digit_sizes!r}")
     smallest, largest = (checks.positive_int(s, f"digit_sizes[{i}]")
                          for i, s in enumerate(digit_sizes))
     if not 8 <= smallest <= largest <= size:
         raise ValueError(f"digit_sizes must satisfy 8 <= smallest <= largest <= size={size}, "
                          f"got {tuple(digit_sizes)}")
+    if max_digits > (size // smallest) ** 2 * 4:  # a digit needs room: tries are not free
+        raise ValueError(f"max_digits={max_digits} is more than a {size}x{size} canvas can "
+                         f"hold at {smallest} pixels a digit, {(size // smallest) ** 2 * 4}")
     max_overlap = checks.as_float(max_overlap, "max_overlap", 0.0, 1.0)
     noise = checks.as_float(noise, "noise", 0.0, 1.0)
-    checks.affordable(count * size * size, ("count", "size"), (count, size))
+    # the canvases, and with grain its noise, their sum and the clipped copy
+    checks.affordable((4 if noise else 1) * count * size * size, ("count", "size"),
+                      (count, size))
     images, labels = digit_images(split)
     rng = np.random.default_rng(checks.seed(seed))
     canvases = torch.zeros(count, 1, size, size)

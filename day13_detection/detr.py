@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common import checks
-from day13_detection.boxes import box_convert, generalized_box_iou
+from day13_detection.boxes import box_convert, check_targets, generalized_box_iou
 
 
 def _check(logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]]) -> None:
@@ -18,13 +18,17 @@ def _check(logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]]) -> N
     if boxes.shape != (*logits.shape[:2], 4):
         raise ValueError(f"boxes must have shape (batch, queries, 4) = "
                          f"{(*logits.shape[:2], 4)}, got {tuple(boxes.shape)}")
-    if not isinstance(targets, (list, tuple)) or len(targets) != len(logits):
-        raise ValueError(f"targets must be a list of one dict per image ({len(logits)})")
+    if not (torch.isfinite(logits).all() and torch.isfinite(boxes).all()):
+        raise ValueError("logits and boxes must be finite")
+    # the last class is "no object": the objects' labels lie below it
+    check_targets(targets, "targets", logits.shape[2] - 1, box_format="cxcywh")
+    if len(targets) != len(logits):
+        raise ValueError(f"targets must hold one dict per image ({len(logits)}), got "
+                         f"{len(targets)}")
     for index, target in enumerate(targets):
-        labels = target["labels"]
-        if len(labels) and (labels.min() < 0 or labels.max() >= logits.shape[2] - 1):
-            raise ValueError(f"targets[{index}]['labels'] must lie in 0..{logits.shape[2] - 2} "
-                             f"(the last class is 'no object'), got {labels.tolist()}")
+        if len(target["labels"]) > logits.shape[1]:
+            raise ValueError(f"targets[{index}] has {len(target['labels'])} objects, more than "
+                             f"the {logits.shape[1]} queries can match")
 
 
 def match_cost(logits: Tensor, boxes: Tensor, target: dict[str, Tensor], class_weight: float = 1.0,
@@ -45,6 +49,10 @@ def hungarian_match(logits: Tensor, boxes: Tensor, targets: list[dict[str, Tenso
     from scipy.optimize import linear_sum_assignment
 
     _check(logits, boxes, targets)
+    for name, weight in weights.items():
+        if name not in ("class_weight", "l1_weight", "giou_weight"):
+            raise TypeError(f"unexpected weight {name!r}: class_weight, l1_weight, giou_weight")
+        checks.as_float(weight, name, minimum=0.0)
     matches = []
     for image, target in enumerate(targets):
         cost = match_cost(logits[image], boxes[image], target, **weights)
@@ -64,6 +72,17 @@ def set_loss(logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]],
     prediction, "l1", "giou": summed over the matched pairs and divided by the number of
     objects (at least 1)}."""
     _check(logits, boxes, targets)
+    no_object_weight = checks.as_float(no_object_weight, "no_object_weight", minimum=0.0)
+    if not isinstance(matches, (list, tuple)) or len(matches) != len(targets):
+        raise ValueError(f"matches must hold one (predictions, objects) pair per image "
+                         f"({len(targets)})")
+    for index, ((rows, columns), target) in enumerate(zip(matches, targets, strict=True)):
+        beyond = len(rows) and (rows.max() >= logits.shape[1]
+                                or columns.max() >= len(target["labels"]))
+        if len(rows) != len(columns) or beyond:
+            raise ValueError(f"matches[{index}] must pair query indices below "
+                             f"{logits.shape[1]} with object indices below "
+                             f"{len(target['labels'])}, as hungarian_match returns them")
     no_object = logits.shape[2] - 1
     wanted = torch.full(logits.shape[:2], no_object, dtype=torch.int64)
     images = torch.cat([torch.full_like(rows, i) for i, (rows, _) in enumerate(matches)])

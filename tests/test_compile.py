@@ -13,6 +13,7 @@ from day06_vit_head import DIGITS_VIT, ViT
 from day07_flash_attention import as_attention_function, tiled_attention
 from day08_mixture_of_experts import MixtureOfExperts, moe_vit
 from day09_mamba import MambaLM
+from day13_detection import CenterNet, DetectorConfig
 
 ATTENTIONS = {"standard": scaled_dot_product_attention,
               "tiled": as_attention_function(tiled_attention)}
@@ -101,3 +102,21 @@ def test_mamba_compiles_and_a_new_length_compiles_again(scan):
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == before
     compiled(torch.randint(0, 8, (2, 9)))  # another length: compiled again
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == before + 1
+
+
+class _Concatenated(torch.nn.Module):
+    """A model whose forward returns a dict, with its outputs in one tensor."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args):
+        return torch.cat(list(self.model(*args).values()), dim=1)
+
+
+@pytest.mark.parametrize("backbone", ["conv", "vit"])
+def test_centernet_compiles(backbone):
+    torch.manual_seed(0)
+    model = _Concatenated(CenterNet(DetectorConfig(backbone)))
+    assert_compiled_equal(model, torch.rand(2, 1, 64, 64))
