@@ -83,12 +83,16 @@ def box_area(boxes: Tensor) -> Tensor:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def _areas_and_intersection(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _checked_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """`a` and `b` checked, in float32 at least: half precision overflows at 65,504, so an
+    area of 300x300 pixels would be infinite."""
     check_boxes(a, "a"), check_boxes(b, "b")
     checks.affordable(3 * len(a) * len(b), ("len(a)", "len(b)"), (len(a), len(b)), 8)
-    # half precision overflows at 65,504: an area of 300x300 pixels would be infinite
-    a, b = (box.float() if box.dtype in (torch.float16, torch.bfloat16) else box
-            for box in (a, b))
+    return tuple(box.float() if box.dtype in (torch.float16, torch.bfloat16) else box
+                 for box in (a, b))
+
+
+def _areas_and_intersection(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
     bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     intersection = (bottom_right - top_left).clamp(min=0).prod(2)
@@ -98,6 +102,7 @@ def _areas_and_intersection(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tenso
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
     """(N, M) IoU of every box of `a` (N, 4) with every box of `b` (M, 4). Two boxes of no
     area have IoU 0 (not 0/0)."""
+    a, b = _checked_pair(a, b)
     area_a, area_b, intersection = _areas_and_intersection(a, b)
     union = area_a[:, None] + area_b[None, :] - intersection
     return torch.where(union > 0, intersection / union.clamp(min=torch.finfo(a.dtype).tiny), 0)
@@ -105,6 +110,7 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
 
 def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
     """(N, M) generalised IoU: IoU - (|C| - |A ∪ B|) / |C|, C the smallest box enclosing both."""
+    a, b = _checked_pair(a, b)
     area_a, area_b, intersection = _areas_and_intersection(a, b)
     union = area_a[:, None] + area_b[None, :] - intersection
     tiny = torch.finfo(a.dtype).tiny

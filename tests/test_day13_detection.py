@@ -242,6 +242,7 @@ def test_bad_inputs_get_errors_that_name_them():
     assert_error_names(lambda: canvases.subset([5]), ["indices", "0..2"])
     half = torch.tensor([[0.0, 0, 300, 300]], dtype=torch.float16)
     assert box_iou(half, half).item() == 1.0  # computed in float32: no overflow to inf
+    assert generalized_box_iou(half, half).item() == 1.0
     assert_error_names(lambda: batched_nms(torch.zeros(0, 4), torch.zeros(3),
                                            torch.zeros(0, dtype=torch.int64), 0.5), ["scores"])
     wrong_label = [{"boxes": boxes, "labels": torch.tensor([15])}]
