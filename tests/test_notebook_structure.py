@@ -73,3 +73,42 @@ def test_saved_notebook_is_light_and_free_of_progress_bars(notebook):
 def test_the_structure_is_drawn_by_code(notebook):
     code = "\n".join(text(c) for c in cells_of(notebook) if c["cell_type"] == "code")
     assert "from common.diagrams import" in code
+
+
+# A line that starts with one of these is read by Markdown as a list item, a heading or a
+# quote, even inside $...$: the maths around it then renders as garbled text.
+BLOCK_MARKER = re.compile(r"\s*(?:[-+*]\s|\d+[.)]\s|#|>)")
+
+
+def maths_lines_starting_with_a_block_marker(markdown: str) -> list[str]:
+    """The lines of `markdown` that begin inside $...$ or $$...$$ (outside code) with a list,
+    heading or quote marker."""
+    found, inside, in_code = [], False, False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        if inside and BLOCK_MARKER.match(line):
+            found.append(line)
+        text = re.sub(r"`[^`]*`", "", line).replace(r"\$", "")
+        inside ^= len(re.findall(r"\$\$|\$", text)) % 2 == 1
+    return found
+
+
+def test_the_maths_line_check_finds_a_marker_inside_maths_and_only_there():
+    assert maths_lines_starting_with_a_block_marker(
+        "post-norm: $z = \\mathrm{LN}(z\n  + F(z))$. More text") == ["  + F(z))$. More text"]
+    assert maths_lines_starting_with_a_block_marker("$$a\n- b$$") == ["- b$$"]
+    assert maths_lines_starting_with_a_block_marker("$a$ and\n- a real list item") == []
+    assert maths_lines_starting_with_a_block_marker("`$` in code\n- item") == []
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.parent.name)
+def test_no_maths_line_starts_with_a_list_or_block_marker(notebook):
+    for index, cell in enumerate(cells_of(notebook)):
+        if cell["cell_type"] == "markdown":
+            bad = maths_lines_starting_with_a_block_marker(text(cell))
+            assert not bad, f"{notebook.name}, cell {index}: maths lines {bad} start with a " \
+                            f"list or block marker; move it to the end of the line before"
