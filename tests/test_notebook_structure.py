@@ -112,3 +112,12 @@ def test_no_maths_line_starts_with_a_list_or_block_marker(notebook):
             bad = maths_lines_starting_with_a_block_marker(text(cell))
             assert not bad, f"{notebook.name}, cell {index}: maths lines {bad} start with a " \
                             f"list or block marker; move it to the end of the line before"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.parent.name)
+def test_no_control_character_hides_in_a_cell(notebook):
+    """A "\\a" written through a Python string becomes the bell character: Day 10's $\\alpha$
+    once rendered as "lpha"."""
+    for index, cell in enumerate(cells_of(notebook)):
+        bad = sorted({hex(ord(c)) for c in text(cell) if ord(c) < 32 and c not in "\n\t"})
+        assert not bad, f"{notebook.name}, cell {index}: control characters {bad}"
