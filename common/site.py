@@ -1,8 +1,9 @@
 """The days as a website: `python -m common.site build` renders the README (the home page),
 every day's notebook with its saved outputs (never re-executed) and CONTRIBUTING.md into
-`_site/`, with Sphinx, MyST-NB and the Sphinx Book Theme. Everything a page loads is served
-from the site itself: MathJax comes from the npm registry once (`npm pack`, cached under
-`.cache/`) and is copied in, so that the maths renders without the internet.
+`_site/`, with Sphinx, MyST-NB and the Sphinx Book Theme; everything else it writes goes to
+a temporary folder. Everything a page loads is served from the site itself: MathJax comes
+from the npm registry once (`npm pack`, cached under `.cache/`) and is copied in, so that
+the maths renders without the internet.
 
 Open `_site/index.html` in a browser, or serve the folder: `python -m http.server -d _site`.
 """
@@ -50,17 +51,29 @@ def mathjax_folder() -> Path:
         raise RuntimeError("the site's maths needs MathJax, fetched once with npm: install "
                            "Node.js (npm), or copy MathJax's es5 folder to " + str(folder))
     CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run([npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--silent"], cwd=scratch,
-                       check=True, capture_output=True)
-        (tarball,) = Path(scratch).glob("mathjax-*.tgz")
+    scratch = Path(tempfile.mkdtemp(dir=CACHE))  # its own: builds may run side by side
+    try:
+        fetched = subprocess.run([npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--silent"],
+                                 cwd=scratch, capture_output=True, text=True)
+        if fetched.returncode:
+            raise RuntimeError(f"npm could not fetch mathjax@{MATHJAX_VERSION}: "
+                               f"{fetched.stderr.strip()}")
+        (tarball,) = scratch.glob("mathjax-*.tgz")
         with tarfile.open(tarball) as archive:
-            members = [m for m in archive.getmembers() if m.name.startswith("package/es5/")]
-            archive.extractall(scratch, members=members, filter="data")
-        partial = folder.with_suffix(".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.move(Path(scratch) / "package" / "es5", partial)
-        partial.rename(folder)  # whole or not at all: a failed fetch leaves no half folder
+            members = [m for m in archive.getmembers()
+                       if m.name.startswith("package/es5/") and (m.isfile() or m.isdir())
+                       and ".." not in Path(m.name).parts]
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                archive.extractall(scratch, members=members, filter="data")
+            else:  # the members are plain files and folders under package/es5/ (above)
+                archive.extractall(scratch, members=members)
+        try:
+            (scratch / "package" / "es5").rename(folder)  # whole or not at all
+        except OSError:
+            if not (folder / "tex-chtml.js").is_file():  # not another build's copy: a failure
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return folder
 
 
@@ -125,7 +138,8 @@ def setup_links(app, url: str) -> None:
     badge's picture comes from the site's own copy."""
     from docutils import nodes
 
-    pattern = re.compile(re.escape(url) + r"/blob/main/(day\w+/day\w+)\.ipynb(#.*)?$")
+    pattern = re.compile(re.escape(url)
+                         + r"/blob/main/(day\w+/day\w+|README|CONTRIBUTING)\.(?:ipynb|md)(#.*)?$")
 
     def to_pages(app, doctree, docname):
         depth = docname.count("/")
@@ -142,14 +156,23 @@ def setup_links(app, url: str) -> None:
 
 
 def build(out: Path = SITE, strict: bool = True) -> Path:
-    """Build the site into `out` and return the path of its home page."""
+    """Build the site into `out` (replacing it) and return the path of its home page."""
     from sphinx.cmd.build import build_main
 
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise RuntimeError(f"{out} is a file; give a folder for the site")
+    if out.exists() and any(out.iterdir()) and not (out / ".nojekyll").is_file():
+        raise RuntimeError(f"{out} holds files that are not a site built here; it would be "
+                           f"replaced: give an empty or new folder")
     mathjax = mathjax_folder()
-    with tempfile.TemporaryDirectory() as config:
-        config = Path(config)
+    with tempfile.TemporaryDirectory() as scratch:
+        # Sphinx's doctrees, MyST-NB's `jupyter_execute` (written beside the output folder)
+        # and the configuration all stay in the scratch folder; only the site is moved out.
+        scratch = Path(scratch)
+        config, html = scratch / "config", scratch / "site" / "html"
         static = config / "_static"
-        static.mkdir()
+        static.mkdir(parents=True)
         (static / "site.css").write_text(CSS)
         (static / "colab-badge.svg").write_text(BADGE_SVG)
         shutil.copytree(mathjax, static / f"mathjax-{MATHJAX_VERSION}")
@@ -157,18 +180,22 @@ def build(out: Path = SITE, strict: bool = True) -> Path:
         (config / "conf.py").write_text(CONFIGURATION.format(
             here=str(REPOSITORY_ROOT), toc=str(config / "_toc.yml"), mathjax=MATHJAX,
             static=str(static), url=repository_url()))
-        arguments = ["-b", "html", "-c", str(config), "-d", str(CACHE / "doctrees"), "-q",
-                     str(REPOSITORY_ROOT), str(out)]
+        arguments = ["-b", "html", "-c", str(config), "-d", str(scratch / "doctrees"), "-q",
+                     str(REPOSITORY_ROOT), str(html)]
         if strict:
             arguments[:0] = ["-W", "--keep-going"]  # a broken link or reference fails
         if build_main(arguments):
             raise RuntimeError("the site's build failed: see the warnings above")
-    (out / ".nojekyll").touch()  # GitHub Pages: serve _static as it is
-    # The home page is the README's; a site's address opens index.html
-    (out / "index.html").write_text('<!DOCTYPE html><meta charset="utf-8">'
-                                    '<meta http-equiv="refresh" content="0; url=README.html">'
-                                    '<a href="README.html">100 Days of Deep Learning</a>\n')
-    return out / "index.html"
+        (html / ".nojekyll").touch()  # GitHub Pages: serve _static as it is
+        # A site's address opens index.html; the home page is the README's
+        (html / "index.html").write_text('<!DOCTYPE html><meta charset="utf-8">'
+                                         '<meta http-equiv="refresh" content="0; '
+                                         'url=README.html"><a href="README.html">100 Days of '
+                                         'Deep Learning</a>\n')
+        shutil.rmtree(out, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(html, out)
+    return out / "README.html"
 
 
 def main(argv: list[str] | None = None) -> None:
