@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import threading
+import weakref
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -243,3 +244,18 @@ def test_a_missing_figure_and_a_wrong_order_are_caught(site, tmp_path):
                      'class="right-next-disabled"\n')
     _, visited = walk(looped)
     assert visited[-1] == DAY and "CONTRIBUTING" not in visited
+
+
+def test_a_dead_weak_reference_in_the_caller_does_not_break_the_build(tmp_path):
+    """sphinx-external-toc walks every live object of the process that runs Sphinx, and a
+    dead weak proxy among them (as a busy test session holds) once failed CI's build: the
+    build runs Sphinx in a process of its own."""
+    from common.site import build
+
+    class Gone:
+        pass
+
+    thing = Gone()
+    dead = [weakref.proxy(thing)]
+    del thing
+    assert build(tmp_path / "site").is_file() and len(dead) == 1
