@@ -257,6 +257,18 @@ def decode(outputs: dict[str, Tensor], max_detections: int = 100) -> list[dict[s
     return detections
 
 
+def perfect_outputs(targets: list[dict[str, Tensor]], num_classes: int = NUM_CLASSES,
+                    grid: tuple[int, int] = (16, 16)) -> dict[str, Tensor]:
+    """The outputs a perfect CenterNet would give: the target heatmap (as logits, from
+    probabilities clipped to 1e-6 of 0 and 1) and the true size and offset at each centre
+    cell. The notebook and the tests decode them to prove `decode` inverts the targets."""
+    wanted = centernet_targets(targets, num_classes, grid)
+    size, offset = torch.zeros(len(targets), 2, *grid), torch.zeros(len(targets), 2, *grid)
+    image, column, row = wanted["image"], wanted["cell"][:, 0], wanted["cell"][:, 1]
+    size[image, :, row, column], offset[image, :, row, column] = wanted["size"], wanted["offset"]
+    return {"heatmap": torch.logit(wanted["heatmap"], eps=1e-6), "size": size, "offset": offset}
+
+
 @dataclass
 class TrainedDetector:
     """A trained detector (in evaluation mode) and the loss of each step."""
